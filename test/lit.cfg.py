@@ -1,0 +1,44 @@
+# lit configuration of the iq test suite. Run it through the site config in
+# the build folder (scripts/test.sh does): lit build/test
+import os
+import shutil
+
+import lit.formats
+import lit.util
+
+config.name = "iq"
+config.test_format = lit.formats.ShTest(execute_external=False)
+config.suffixes = [".mlir", ".test", ".c"]
+config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py", "CMakeLists.txt", "unit"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.iq_build_dir, "test")
+
+# Tools: ours first, then LLVM 19's FileCheck, not and count.
+path = os.pathsep.join([config.iq_tools_dir, config.llvm_tools_dir,
+                        "/usr/lib/llvm-19/bin", config.environment.get("PATH", os.environ["PATH"])])
+config.environment["PATH"] = path
+
+config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-opt")))
+config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
+config.substitutions.append(("%iq_src", config.iq_source_dir))
+config.substitutions.append(("%cc", config.iq_c_compiler))
+
+# Sanitizer builds: report every error and exit non-zero on the first one.
+# libMLIR.so keeps some process-lifetime allocations (static registries),
+# so leaks inside it are suppressed by the listed file, not globally.
+if config.iq_sanitizers:
+    config.available_features.add("sanitizers")
+    suppressions = os.path.join(config.iq_source_dir, "test", "lsan.supp")
+    config.environment["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=1:halt_on_error=1"
+    config.environment["LSAN_OPTIONS"] = "suppressions=" + suppressions + ":print_suppressions=0"
+    config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+
+# AArch64: code cross-built with gcc-aarch64-linux-gnu runs under qemu-aarch64.
+qemu = shutil.which("qemu-aarch64")
+cross_cc = shutil.which("aarch64-linux-gnu-gcc")
+if qemu and cross_cc and os.path.isdir("/usr/aarch64-linux-gnu"):
+    config.available_features.add("qemu-aarch64")
+    config.substitutions.append(("%cc-aarch64", cross_cc))
+    config.substitutions.append(("%qemu-aarch64", qemu + " -L /usr/aarch64-linux-gnu"))
+
+config.environment["IQ_LOG_LEVEL"] = "warning"

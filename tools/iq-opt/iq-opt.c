@@ -1,0 +1,393 @@
+/* iq-opt: reads MLIR, runs iq and upstream passes, writes MLIR. The
+ * command-line conventions follow mlir-opt. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mlir-c/IR.h"
+#include "mlir-c/Pass.h"
+#include "mlir-c/RegisterEverything.h"
+
+#include "diagnostics.h"
+#include "iq/ir.h"
+#include "iq/passes.h"
+#include "iq/support.h"
+
+#define IQ_OPT_VERSION "0.1.0"
+
+typedef struct options {
+  const char *input;
+  const char *output;
+  const char *pipeline; /* --pass-pipeline, or NULL */
+  char *flag_pipeline;  /* pipeline assembled from per-pass flags, or NULL */
+  const char *split_marker; /* NULL unless --split-input-file */
+  bool verify_diagnostics;
+  bool print_generic;
+  bool print_debug_info;
+  bool allow_unregistered;
+} options_t;
+
+static void print_usage(FILE *stream) {
+  fputs("Usage: iq-opt [options] [input.mlir]\n"
+        "\n"
+        "Reads MLIR (from stdin when the input is '-' or absent), runs the requested passes\n"
+        "and writes MLIR. Passes are named one flag each, in order, or all at once with\n"
+        "--pass-pipeline; both accept iq passes and upstream MLIR passes.\n"
+        "\n"
+        "Options:\n"
+        "  -o FILE                       write the output to FILE instead of stdout\n"
+        "  --pass-pipeline=PIPELINE      run PIPELINE, e.g.\n"
+        "                                'builtin.module(iq-canonicalize,func.func(cse),canonicalize)'\n"
+        "  --split-input-file[=MARKER]   process each part between MARKER lines (default\n"
+        "                                '// -----') on its own; the output joins them\n"
+        "  --verify-diagnostics          check diagnostics against expected-error,\n"
+        "                                expected-warning, expected-note and expected-remark\n"
+        "                                comments ({{text}}, optionally @above, @below, @+N,\n"
+        "                                @-N or @unknown) instead of printing them\n"
+        "  --mlir-print-op-generic       print every op in the generic form\n"
+        "  --mlir-print-debuginfo        print locations\n"
+        "  --allow-unregistered-dialect  accept ops of dialects that are not registered\n"
+        "  --log-level=LEVEL             error, warning (default), info or debug\n"
+        "  --help                        show this help and exit\n"
+        "  --version                     show the version and exit\n"
+        "  --<pass>[=OPTIONS]            add a pass; OPTIONS are 'name=value' items separated\n"
+        "                                by spaces or commas, e.g. --iq-canonicalize=max-iterations=3.\n"
+        "                                Upstream passes use mlir-opt's names (--canonicalize, --cse).\n"
+        "\n"
+        "iq passes:\n",
+        stream);
+  iq_passes_print_help(stream);
+}
+
+/* Appends "name{options}" for a --name[=options] flag to the pipeline built
+ * from flags. Returns false when out of memory. */
+static bool append_flag_pass(options_t *options, const char *flag) {
+  const char *equals = strchr(flag, '=');
+  size_t name_length = equals ? (size_t)(equals - flag) : strlen(flag);
+  const char *pass_options = equals ? equals + 1 : "";
+  size_t old_length = options->flag_pipeline ? strlen(options->flag_pipeline) : 0;
+  size_t length = old_length + 1 + name_length + strlen(pass_options) + 3;
+  char *pipeline = realloc(options->flag_pipeline, length);
+  if (!pipeline)
+    return false;
+  if (!options->flag_pipeline)
+    pipeline[0] = '\0';
+  options->flag_pipeline = pipeline;
+  char *end = pipeline + old_length;
+  if (old_length > 0)
+    *end++ = ',';
+  if (*pass_options)
+    snprintf(end, length - (size_t)(end - pipeline), "%.*s{%s}", (int)name_length, flag,
+             pass_options);
+  else
+    snprintf(end, length - (size_t)(end - pipeline), "%.*s", (int)name_length, flag);
+  return true;
+}
+
+/* Returns 0 to continue, or the exit code to stop with (after --help). */
+static int parse_arguments(int argc, char **argv, options_t *options) {
+  for (int i = 1; i < argc; ++i) {
+    const char *arg = argv[i];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      print_usage(stdout);
+      return -1;
+    } else if (strcmp(arg, "--version") == 0) {
+      printf("iq-opt %s (MLIR %s)\n", IQ_OPT_VERSION, "19.1");
+      return -1;
+    } else if (strcmp(arg, "-o") == 0) {
+      if (++i == argc) {
+        fputs("iq-opt: error: -o needs a file name\n", stderr);
+        return 2;
+      }
+      options->output = argv[i];
+    } else if (strncmp(arg, "-o=", 3) == 0) {
+      options->output = arg + 3;
+    } else if (strncmp(arg, "--pass-pipeline=", 16) == 0) {
+      options->pipeline = arg + 16;
+    } else if (strcmp(arg, "--pass-pipeline") == 0) {
+      if (++i == argc) {
+        fputs("iq-opt: error: --pass-pipeline needs a pipeline\n", stderr);
+        return 2;
+      }
+      options->pipeline = argv[i];
+    } else if (strcmp(arg, "--split-input-file") == 0) {
+      options->split_marker = "// -----";
+    } else if (strncmp(arg, "--split-input-file=", 19) == 0) {
+      options->split_marker = arg + 19;
+      if (!*options->split_marker) {
+        fputs("iq-opt: error: --split-input-file= needs a marker, e.g. '// -----'\n", stderr);
+        return 2;
+      }
+    } else if (strcmp(arg, "--verify-diagnostics") == 0) {
+      options->verify_diagnostics = true;
+    } else if (strcmp(arg, "--mlir-print-op-generic") == 0) {
+      options->print_generic = true;
+    } else if (strcmp(arg, "--mlir-print-debuginfo") == 0) {
+      options->print_debug_info = true;
+    } else if (strcmp(arg, "--allow-unregistered-dialect") == 0) {
+      options->allow_unregistered = true;
+    } else if (strncmp(arg, "--log-level=", 12) == 0) {
+      iq_log_level_t level;
+      if (!iq_log_parse_level(arg + 12, &level)) {
+        fprintf(stderr, "iq-opt: error: invalid --log-level '%s'; use error, warning, info or debug\n",
+                arg + 12);
+        return 2;
+      }
+      iq_log_set_level(level);
+    } else if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
+      if (!append_flag_pass(options, arg + 2)) {
+        fputs("iq-opt: error: out of memory\n", stderr);
+        return 1;
+      }
+    } else if (arg[0] == '-' && arg[1] != '\0') {
+      fprintf(stderr, "iq-opt: error: unknown option '%s'; see iq-opt --help\n", arg);
+      return 2;
+    } else if (options->input) {
+      fprintf(stderr, "iq-opt: error: more than one input file ('%s' and '%s')\n", options->input,
+              arg);
+      return 2;
+    } else {
+      options->input = arg;
+    }
+  }
+  if (options->pipeline && options->flag_pipeline) {
+    fputs("iq-opt: error: --pass-pipeline cannot be combined with per-pass flags; put every "
+          "pass in the pipeline\n",
+          stderr);
+    return 2;
+  }
+  if (!options->input)
+    options->input = "-";
+  if (!options->output)
+    options->output = "-";
+  return 0;
+}
+
+/* Reports a flag that is neither an iq-opt option nor a known pass by its
+ * flag spelling, which is clearer than the pipeline parser's message. */
+static bool check_flag_passes(MlirContext context, const char *flag_pipeline) {
+  const char *p = flag_pipeline;
+  while (*p) {
+    size_t name_length = strcspn(p, "{,");
+    const char *next = p + name_length;
+    if (*next == '{')
+      next = strchr(next, '}') ? strchr(next, '}') + 1 : next + strlen(next);
+    if (!iq_pass_lookup(p, name_length)) {
+      char element[256];
+      snprintf(element, sizeof element, "%.*s", (int)name_length, p);
+      MlirPassManager scratch = mlirPassManagerCreate(context);
+      MlirLogicalResult found = mlirParsePassPipeline(
+          mlirPassManagerGetAsOpPassManager(scratch), mlirStringRefCreateFromCString(element),
+          NULL, NULL);
+      mlirPassManagerDestroy(scratch);
+      if (mlirLogicalResultIsFailure(found)) {
+        fprintf(stderr,
+                "iq-opt: error: unknown option or pass '--%s'; iq-opt --help lists the options "
+                "and iq passes, and upstream passes use mlir-opt's names\n",
+                element);
+        return false;
+      }
+    }
+    p = *next == ',' ? next + 1 : next;
+  }
+  return true;
+}
+
+/* ---- Processing --------------------------------------------------------- */
+
+typedef struct output_buffer {
+  char *data;
+  size_t length, capacity;
+  bool failed;
+} output_buffer_t;
+
+static void output_append(output_buffer_t *output, const char *text, size_t length) {
+  if (output->failed)
+    return;
+  if (output->length + length + 1 > output->capacity) {
+    size_t capacity = (output->capacity + length + 1) * 2;
+    char *data = realloc(output->data, capacity);
+    if (!data) {
+      output->failed = true;
+      return;
+    }
+    output->data = data;
+    output->capacity = capacity;
+  }
+  memcpy(output->data + output->length, text, length);
+  output->length += length;
+  output->data[output->length] = '\0';
+}
+
+static void print_callback(MlirStringRef text, void *user_data) {
+  output_append(user_data, text.data, text.length);
+}
+
+/* Parses, verifies, transforms and prints one chunk that starts on line
+ * `first_line` of the input. Diagnostics go to the context's handler. */
+static bool process_chunk(MlirContext context, MlirPassManager pm, const options_t *options,
+                          const char *chunk, size_t chunk_length, long first_line,
+                          output_buffer_t *output) {
+  /* Leading newlines give the parser's locations the line numbers of the
+   * original file, which diagnostics and expected-* comments refer to. */
+  size_t padding = (size_t)(first_line - 1);
+  char *text = malloc(padding + chunk_length + 1);
+  if (!text) {
+    fputs("iq-opt: error: out of memory\n", stderr);
+    return false;
+  }
+  memset(text, '\n', padding);
+  memcpy(text + padding, chunk, chunk_length);
+  text[padding + chunk_length] = '\0';
+
+  MlirModule module = mlirModuleCreateParse(context, mlirStringRefCreate(text, padding + chunk_length));
+  free(text);
+  if (mlirModuleIsNull(module))
+    return false;
+
+  MlirOperation root = mlirModuleGetOperation(module);
+  bool ok = iq_verify(root);
+  if (ok && !mlirPassManagerIsNull(pm))
+    ok = mlirLogicalResultIsSuccess(mlirPassManagerRunOnOp(pm, root)) && iq_verify(root);
+
+  if (ok) {
+    MlirOpPrintingFlags flags = mlirOpPrintingFlagsCreate();
+    if (options->print_generic)
+      mlirOpPrintingFlagsPrintGenericOpForm(flags);
+    if (options->print_debug_info)
+      mlirOpPrintingFlagsEnableDebugInfo(flags, true, false);
+    mlirOperationPrintWithFlags(root, flags, print_callback, output);
+    mlirOpPrintingFlagsDestroy(flags);
+    output_append(output, "\n", 1);
+  }
+  mlirModuleDestroy(module);
+  return ok;
+}
+
+/* Returns true when the line starting at `p` begins with `marker` after
+ * optional indentation. */
+static bool is_marker_line(const char *p, const char *end, const char *marker) {
+  while (p < end && (*p == ' ' || *p == '\t'))
+    ++p;
+  size_t length = strlen(marker);
+  return (size_t)(end - p) >= length && memcmp(p, marker, length) == 0;
+}
+
+static bool process_input(MlirContext context, MlirPassManager pm, const options_t *options,
+                          const char *source, size_t source_length, output_buffer_t *output) {
+  if (!options->split_marker)
+    return process_chunk(context, pm, options, source, source_length, 1, output);
+
+  bool all_ok = true;
+  const char *end = source + source_length;
+  const char *chunk = source;
+  long chunk_line = 1, line = 1;
+  bool first_chunk = true;
+  for (const char *p = source; p <= end; ++line) {
+    const char *line_end = memchr(p, '\n', (size_t)(end - p));
+    if (!line_end)
+      line_end = end;
+    bool marker = p < end && is_marker_line(p, line_end, options->split_marker);
+    if (marker || line_end == end) {
+      const char *chunk_end = marker ? p : end;
+      if (!first_chunk)
+        output_append(output, "// -----\n", 9);
+      first_chunk = false;
+      if (!process_chunk(context, pm, options, chunk, (size_t)(chunk_end - chunk), chunk_line,
+                         output))
+        all_ok = false;
+      chunk = line_end < end ? line_end + 1 : end;
+      chunk_line = line + 1;
+    }
+    if (line_end == end)
+      break;
+    p = line_end + 1;
+  }
+  return all_ok;
+}
+
+int main(int argc, char **argv) {
+  options_t options = {0};
+  int status = parse_arguments(argc, argv, &options);
+  if (status != 0) {
+    free(options.flag_pipeline);
+    return status < 0 ? 0 : status;
+  }
+
+  if (strlen(options.input) > 5 && strcmp(options.input + strlen(options.input) - 5, ".onnx") == 0) {
+    fprintf(stderr, "iq-opt: error: '%s' is an ONNX model, but this build of iq-opt reads only "
+                    "MLIR (.mlir) input\n", options.input);
+    free(options.flag_pipeline);
+    return 1;
+  }
+
+  iq_error_t *error = NULL;
+  size_t source_length = 0;
+  char *source = iq_read_text_file(options.input, &source_length, &error);
+  if (!source) {
+    iq_error_print(error, "iq-opt", stderr);
+    iq_error_destroy(error);
+    free(options.flag_pipeline);
+    return 1;
+  }
+
+  mlirRegisterAllPasses();
+  MlirContext context = iq_context_create();
+  if (mlirContextIsNull(context)) {
+    free(source);
+    free(options.flag_pipeline);
+    return 1;
+  }
+  mlirContextSetAllowUnregisteredDialects(context, options.allow_unregistered);
+
+  /* The pipeline is checked before any input is processed, so a typo in a
+   * pass name is reported once and not per chunk. */
+  MlirPassManager pm = {NULL};
+  const char *pipeline = options.pipeline ? options.pipeline : options.flag_pipeline;
+  bool ok = true;
+  if (options.flag_pipeline)
+    ok = check_flag_passes(context, options.flag_pipeline);
+  if (ok && pipeline && *pipeline) {
+    pm = mlirPassManagerCreate(context);
+    if (!iq_pipeline_add(pm, pipeline, &error)) {
+      iq_error_print(error, "iq-opt", stderr);
+      iq_error_destroy(error);
+      ok = false;
+    }
+  }
+
+  output_buffer_t output = {0};
+  bool processed = false;
+  if (ok) {
+    diagnostic_collector_t collector = {.file_name = options.input,
+                                        .verify_mode = options.verify_diagnostics};
+    MlirDiagnosticHandlerID handler =
+        mlirContextAttachDiagnosticHandler(context, diagnostic_collector_handle, &collector, NULL);
+    processed = process_input(context, pm, &options, source, source_length, &output);
+    mlirContextDetachDiagnosticHandler(context, handler);
+    if (options.verify_diagnostics)
+      processed = diagnostic_collector_verify(&collector, source, source_length);
+    diagnostic_collector_reset(&collector);
+  }
+
+  if (ok && processed && output.failed) {
+    fputs("iq-opt: error: out of memory while printing the output\n", stderr);
+    processed = false;
+  }
+  /* Nothing is written unless every part succeeded, so a failed run leaves
+   * no partial output file behind. */
+  if (ok && processed && !iq_write_file_atomic(options.output, output.data ? output.data : "",
+                                               output.length, &error)) {
+    iq_error_print(error, "iq-opt", stderr);
+    iq_error_destroy(error);
+    processed = false;
+  }
+
+  free(output.data);
+  if (!mlirPassManagerIsNull(pm))
+    mlirPassManagerDestroy(pm);
+  iq_context_destroy(context);
+  free(source);
+  free(options.flag_pipeline);
+  return ok && processed ? 0 : 1;
+}
