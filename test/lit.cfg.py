@@ -21,7 +21,6 @@ config.environment["PATH"] = path
 config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-opt")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
 config.substitutions.append(("%iq_src", config.iq_source_dir))
-config.substitutions.append(("%cc", config.iq_c_compiler))
 
 # Sanitizer builds: report every error and exit non-zero on the first one.
 # libMLIR.so keeps some process-lifetime allocations (static registries),
@@ -40,5 +39,8 @@ if qemu and cross_cc and os.path.isdir("/usr/aarch64-linux-gnu"):
     config.available_features.add("qemu-aarch64")
     config.substitutions.append(("%cc-aarch64", cross_cc))
     config.substitutions.append(("%qemu-aarch64", qemu + " -L /usr/aarch64-linux-gnu"))
+
+# lit substitutes in list order, so %cc comes after %cc-aarch64.
+config.substitutions.append(("%cc", config.iq_c_compiler))
 
 config.environment["IQ_LOG_LEVEL"] = "warning"
