@@ -163,6 +163,11 @@ static int parse_arguments(int argc, char **argv, options_t *options) {
   return 0;
 }
 
+static void discard_message(MlirStringRef text, void *user_data) {
+  (void)text;
+  (void)user_data;
+}
+
 /* Reports a flag that is neither an iq-opt option nor a known pass by its
  * flag spelling, which is clearer than the pipeline parser's message. */
 static bool check_flag_passes(MlirContext context, const char *flag_pipeline) {
@@ -176,9 +181,9 @@ static bool check_flag_passes(MlirContext context, const char *flag_pipeline) {
       char element[256];
       snprintf(element, sizeof element, "%.*s", (int)name_length, p);
       MlirPassManager scratch = mlirPassManagerCreate(context);
-      MlirLogicalResult found = mlirParsePassPipeline(
+      MlirLogicalResult found = mlirOpPassManagerAddPipeline(
           mlirPassManagerGetAsOpPassManager(scratch), mlirStringRefCreateFromCString(element),
-          NULL, NULL);
+          discard_message, NULL);
       mlirPassManagerDestroy(scratch);
       if (mlirLogicalResultIsFailure(found)) {
         fprintf(stderr,
