@@ -311,7 +311,50 @@ static bool process_input(MlirContext context, MlirPassManager pm, const options
   return all_ok;
 }
 
+/* Returns a copy of argv in which long options written with one dash
+ * (-allow-unregistered-dialect, which MLIR's own messages suggest) have
+ * two, as LLVM tools accept both. The caller frees it with free_arguments. */
+static char **normalize_arguments(int argc, char **argv) {
+  char **args = calloc((size_t)argc + 1, sizeof *args);
+  if (!args)
+    return NULL;
+  for (int i = 0; i < argc; ++i) {
+    const char *arg = argv[i];
+    bool single_dash_long = i > 0 && arg[0] == '-' && arg[1] != '-' && arg[1] != '\0' &&
+                            arg[2] != '\0' && arg[2] != '=';
+    size_t length = strlen(arg) + 2;
+    args[i] = malloc(length);
+    if (!args[i])
+      return args; /* the caller sees the NULL entry */
+    snprintf(args[i], length, "%s%s", single_dash_long ? "-" : "", arg);
+  }
+  return args;
+}
+
+static void free_arguments(int argc, char **args) {
+  for (int i = 0; args && i < argc; ++i)
+    free(args[i]);
+  free(args);
+}
+
+static int run(int argc, char **argv);
+
 int main(int argc, char **argv) {
+  char **args = normalize_arguments(argc, argv);
+  bool complete = args != NULL;
+  for (int i = 0; complete && i < argc; ++i)
+    complete = args[i] != NULL;
+  if (!complete) {
+    fputs("iq-opt: error: out of memory\n", stderr);
+    free_arguments(argc, args);
+    return 1;
+  }
+  int status = run(argc, args);
+  free_arguments(argc, args);
+  return status;
+}
+
+static int run(int argc, char **argv) {
   options_t options = {0};
   int status = parse_arguments(argc, argv, &options);
   if (status != 0) {

@@ -1,0 +1,4 @@
+func.func @f() {
+  // expected-error {{never happens}}
+  return
+}
