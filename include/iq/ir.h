@@ -4,6 +4,7 @@
 #define IQ_IR_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "mlir-c/IR.h"
 
@@ -44,6 +45,35 @@ bool iq_verify(MlirOperation root);
 /* Returns true for a Hadamard transform size iq can build: a power of two,
  * or K * 2^m for a K of the bundled Sloane tables. */
 bool iq_hadamard_size_is_supported(long long size);
+
+/* ---- The onnx namespace -------------------------------------------------
+ * Generic ONNX ops import one to one as unregistered ops named
+ * "onnx.<OpType>" (default domain) or "onnx.<domain>.<OpType>", with the
+ * node's attributes. The table below is their verifier. */
+typedef struct iq_onnx_op_info {
+  const char *domain; /* "" for the default ai.onnx domain */
+  const char *op_type;
+  int min_inputs, max_inputs; /* max_inputs is -1 for a variadic list */
+  int min_outputs, max_outputs;
+} iq_onnx_op_info_t;
+
+/* Returns the table entry of an op, or NULL when iq does not import it.
+ * "ai.onnx" and "" both name the default domain. */
+const iq_onnx_op_info_t *iq_onnx_op_find(const char *domain, const char *op_type);
+const iq_onnx_op_info_t *iq_onnx_ops_list(size_t *count);
+
+/* Writes the MLIR op name of an ONNX op ("onnx.MatMul",
+ * "onnx.com.microsoft.RotaryEmbedding") into `buffer`; returns its length
+ * as snprintf does. */
+size_t iq_onnx_op_name(const char *domain, const char *op_type, char *buffer, size_t size);
+
+/* Whether ops of unregistered dialects other than `onnx` are accepted by
+ * iq_verify (iq-opt's --allow-unregistered-dialect). Off by default. */
+void iq_set_allow_unregistered(bool allow);
+
+/* Verifies an op whose name the context does not register; iq_verify
+ * calls it for every such op. */
+bool iq_verify_unregistered_op(MlirOperation op);
 
 #ifdef __cplusplus
 }

@@ -42,6 +42,12 @@ MlirContext iq_context_create(void) {
   mlirDialectRegistryDestroy(registry);
   mlirRegisterAllLLVMTranslations(context);
 
+  /* Imported ONNX ops are unregistered ops of the `onnx` namespace (IRDL
+   * cannot declare them; see OnnxOps.c). iq_verify rejects unregistered
+   * ops of any other namespace unless iq_set_allow_unregistered says so.
+   * Registered dialects, iq included, still reject unknown op names. */
+  mlirContextSetAllowUnregisteredDialects(context, true);
+
   MlirDialectHandle irdl = mlirGetDialectHandle__irdl__();
   mlirDialectHandleLoadDialect(irdl, context);
 

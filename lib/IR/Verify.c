@@ -467,8 +467,13 @@ static const op_rule_t op_rules[] = {
 
 static MlirWalkResult verify_one(MlirOperation op, void *user_data) {
   bool *all_ok = user_data;
-  if (!iq_op_is_iq(op))
+  if (!iq_op_is_iq(op)) {
+    MlirContext context = mlirOperationGetContext(op);
+    if (!mlirContextIsRegisteredOperation(context, mlirIdentifierStr(mlirOperationGetName(op))) &&
+        !iq_verify_unregistered_op(op))
+      *all_ok = false;
     return MlirWalkResultAdvance;
+  }
 
   MlirStringRef name = mlirIdentifierStr(mlirOperationGetName(op));
   char name_buffer[64];

@@ -386,7 +386,7 @@ static int run(int argc, char **argv) {
     free(options.flag_pipeline);
     return 1;
   }
-  mlirContextSetAllowUnregisteredDialects(context, options.allow_unregistered);
+  iq_set_allow_unregistered(options.allow_unregistered);
 
   /* The pipeline is checked before any input is processed, so a typo in a
    * pass name is reported once and not per chunk. */
