@@ -42,3 +42,14 @@ if qemu and cross_cc and os.path.isdir("/usr/aarch64-linux-gnu"):
 config.substitutions.append(("%cc", config.iq_c_compiler))
 
 config.environment["IQ_LOG_LEVEL"] = "warning"
+
+# Fixture scripts under models/ need the project's virtual environment
+# (.venv, built from requirements.txt) with onnxruntime, onnx and numpy.
+import subprocess
+
+venv_python = os.path.join(config.iq_source_dir, ".venv", "bin", "python")
+if os.access(venv_python, os.X_OK) and subprocess.run(
+        [venv_python, "-c", "import onnxruntime, onnx, numpy"], capture_output=True).returncode == 0:
+    config.available_features.add("onnxruntime")
+    if not any(pattern == "%python" for pattern, _ in config.substitutions):
+        config.substitutions.append(("%python", venv_python))

@@ -361,7 +361,7 @@ static void verify_quant_scheme(verifier_t *v, MlirType data, MlirType scale, Ml
       const char *why = "the matching data dimension";
       if (per_tensor) {
         expected = 1;
-        why = "1 for per_tensor";
+        why = "one scale for per_tensor";
       } else if (i == axis && per_group) {
         if (expected >= 0 && expected % group_size != 0) {
           fail(v, "dimension %ld (%lld) is not a multiple of 'group_size' (%lld)", (long)i,
@@ -372,10 +372,13 @@ static void verify_quant_scheme(verifier_t *v, MlirType data, MlirType scale, Ml
         why = "the number of groups";
       } else if (i == axis) {
         expected = 1;
-        why = "1 along the quantization axis";
+        why = "one scale along the quantization axis";
       }
-      if (!expect_dim(v, types[p], i, expected, names[p], why))
+      if (!dims_compatible(dim_of(types[p], i), expected)) {
+        fail(v, "%s dimension %ld is %lld, but must be %lld (%s)", names[p], (long)i,
+             (long long)dim_of(types[p], i), (long long)expected, why);
         return;
+      }
     }
   }
 }

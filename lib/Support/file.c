@@ -300,6 +300,29 @@ static bool write_stdout(const void *data, size_t size, iq_error_t **error) {
   return true;
 }
 
+/* Writes to an existing file that is not a regular one, such as a device
+ * or a FIFO, by opening and writing it directly. */
+static bool write_in_place(const char *path, const void *data, size_t size,
+                           iq_error_t **error) {
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) {
+    int saved = errno;
+    return iq_error_set(error, path, NULL, "check the permissions of the output",
+                        "failed to open for writing: %s", strerror(saved));
+  }
+  bool ok = write_all(fd, data, size);
+  int saved = errno;
+  if (close(fd) != 0 && ok) {
+    ok = false;
+    saved = errno;
+  }
+  if (!ok) {
+    return iq_error_set(error, path, NULL, NULL, "failed to write: %s",
+                        strerror(saved));
+  }
+  return true;
+}
+
 /* Returns the permission bits for a new output file: those of the file it
  * replaces, or what open(..., 0666) would give under the current umask.
  * mkstemp itself always creates files with mode 0600. */
@@ -364,6 +387,23 @@ bool iq_write_file_atomic(const char *path, const void *data, size_t size,
                         "pass the path of a file, for example one inside "
                         "this directory",
                         "is a directory, so it cannot be replaced by the output");
+  }
+  /* Devices and FIFOs (/dev/null, /dev/stdout, a pipe) are written in
+   * place: renaming a file over them would replace the device node. */
+  if (target_exists && !S_ISREG(target.st_mode)) {
+    return write_in_place(path, data, size, error);
+  }
+
+  /* A symbolic link keeps pointing at the output: the file it resolves to
+   * is the one replaced. */
+  struct stat link;
+  if (lstat(path, &link) == 0 && S_ISLNK(link.st_mode)) {
+    char *resolved = realpath(path, NULL);
+    if (resolved != NULL) {
+      bool ok = iq_write_file_atomic(resolved, data, size, error);
+      free(resolved);
+      return ok;
+    }
   }
 
   static const char suffix[] = ".tmp.XXXXXX";

@@ -86,12 +86,16 @@ static bool set_option_value(const iq_pass_info_t *pass, const iq_pass_option_in
       value->b = false;
       return true;
     }
-    return iq_error_set(error, NULL, pass_name(pass), "use true or false",
+    return iq_error_set(error, NULL, pass_name(pass), "use true or false (or 1 or 0)",
                         "invalid value '%s' for option '%s': expected a boolean", text,
                         option->name);
   case IQ_OPTION_INT: {
     errno = 0;
     long long parsed = strtoll(text, &end, 10);
+    if (errno == ERANGE)
+      return iq_error_set(error, NULL, pass_name(pass), NULL,
+                          "value %s for option '%s' is out of range [%.17g, %.17g]", text,
+                          option->name, option->min, option->max);
     if (errno != 0 || end == text || *end != '\0')
       return iq_error_set(error, NULL, pass_name(pass), NULL,
                           "invalid value '%s' for option '%s': expected an integer", text,

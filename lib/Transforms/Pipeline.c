@@ -143,7 +143,8 @@ static void collect_message(MlirStringRef text, void *user_data) {
   buffer_append(user_data, text.data, text.length);
 }
 
-static bool flush_chunk(MlirOpPassManager pm, text_buffer_t *chunk, iq_error_t **error) {
+static bool flush_chunk(MlirOpPassManager pm, text_buffer_t *chunk, const char *pipeline,
+                        iq_error_t **error) {
   if (chunk->length == 0)
     return true;
   text_buffer_t message = {0};
@@ -153,8 +154,9 @@ static bool flush_chunk(MlirOpPassManager pm, text_buffer_t *chunk, iq_error_t *
   if (!ok)
     iq_error_set(error, NULL, "--pass-pipeline",
                  "iq-opt --help lists the iq passes; upstream passes use mlir-opt's names",
-                 "invalid pipeline '%s': %s", chunk->data,
-                 message.data ? message.data : "unknown error");
+                 "invalid pass '%s' in pipeline '%s': %s", chunk->data, pipeline,
+                 message.data ? message.data
+                              : "MLIR rejected it (its message is printed above)");
   free(message.data);
   chunk->length = 0;
   return ok;
@@ -170,14 +172,14 @@ static bool add_elements(MlirOpPassManager pm, const char *text, size_t length,
   while (ok && next_element(&cursor, end, &element, pipeline, error)) {
     const iq_pass_info_t *pass = iq_pass_lookup(element.name, element.name_length);
     if (element.nested && contains_iq_pass(element.nested, element.nested_length, pipeline)) {
-      ok = flush_chunk(pm, &chunk, error);
+      ok = flush_chunk(pm, &chunk, pipeline, error);
       if (ok) {
         MlirOpPassManager nested = mlirOpPassManagerGetNestedUnder(
             pm, mlirStringRefCreate(element.name, element.name_length));
         ok = add_elements(nested, element.nested, element.nested_length, pipeline, error);
       }
     } else if (pass && !element.nested) {
-      ok = flush_chunk(pm, &chunk, error);
+      ok = flush_chunk(pm, &chunk, pipeline, error);
       iq_pass_options_t *options =
           ok ? iq_pass_options_parse(pass, element.options, element.options_length, error)
              : NULL;
@@ -196,7 +198,7 @@ static bool add_elements(MlirOpPassManager pm, const char *text, size_t length,
   if (error && *error)
     ok = false;
   if (ok)
-    ok = flush_chunk(pm, &chunk, error);
+    ok = flush_chunk(pm, &chunk, pipeline, error);
   free(chunk.data);
   return ok;
 }

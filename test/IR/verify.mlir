@@ -148,7 +148,7 @@ func.func @quantize_clip_ratio(%x: tensor<2x64xf32>) {
 // -----
 
 func.func @quantize_scale_shape(%x: tensor<2x64xf32>) {
-  // expected-error@+1 {{'iq.quantize' op scale dimension 1 is 64, but 1 along the quantization axis is 1}}
+  // expected-error@+1 {{'iq.quantize' op scale dimension 1 is 64, but must be 1 (one scale along the quantization axis)}}
   %c, %s, %z = "iq.quantize"(%x) {bits = 4 : i64, signed = false, granularity = "per_token", axis = 1 : i64, group_size = 0 : i64, symmetric = false, clip_ratio = 1.0 : f32}
       : (tensor<2x64xf32>) -> (tensor<2x64xi8>, tensor<2x64xf32>, tensor<2x1xf32>)
   return

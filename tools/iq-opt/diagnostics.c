@@ -183,6 +183,10 @@ static bool parse_expectations(const diagnostic_collector_t *collector, const ch
         continue;
 
       long target = line;
+      /* MLIR allows spaces between the kind and its designator. */
+      while (cursor < line_end && (*cursor == ' ' || *cursor == '\t') && cursor + 1 < line_end &&
+             (cursor[1] == ' ' || cursor[1] == '\t' || cursor[1] == '@'))
+        ++cursor;
       if (cursor < line_end && *cursor == '@') {
         ++cursor;
         char *number_end;

@@ -84,78 +84,102 @@ static bool append_flag_pass(options_t *options, const char *flag) {
   return true;
 }
 
-/* Returns 0 to continue, or the exit code to stop with (after --help). */
+/* Exit status for a malformed command line, as documented. */
+#define EXIT_USAGE 2
+
+static int usage_error(const char *format, const char *argument) {
+  fputs("iq-opt: error: ", stderr);
+  fprintf(stderr, format, argument);
+  fputs("; see iq-opt --help\n", stderr);
+  return EXIT_USAGE;
+}
+
+/* Matches a flag that takes no value: "--name" exactly. "--name=..." is a
+ * usage error reported by the caller. */
+static bool is_flag(const char *arg, const char *name, bool *has_value) {
+  size_t length = strlen(name);
+  if (strncmp(arg, name, length) != 0)
+    return false;
+  *has_value = arg[length] == '=';
+  return arg[length] == '\0' || arg[length] == '=';
+}
+
+/* Returns 0 to continue, -1 to stop with success (after --help), or the
+ * exit code to stop with. */
 static int parse_arguments(int argc, char **argv, options_t *options) {
+  bool positional_only = false;
   for (int i = 1; i < argc; ++i) {
     const char *arg = argv[i];
-    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+    bool has_value = false;
+    if (positional_only || arg[0] != '-' || strcmp(arg, "-") == 0) {
+      if (options->input) {
+        fprintf(stderr, "iq-opt: error: more than one input file ('%s' and '%s')\n",
+                options->input, arg);
+        return EXIT_USAGE;
+      }
+      options->input = arg;
+    } else if (strcmp(arg, "--") == 0) {
+      positional_only = true;
+    } else if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
       print_usage(stdout);
       return -1;
     } else if (strcmp(arg, "--version") == 0) {
       printf("iq-opt %s (MLIR %s)\n", IQ_OPT_VERSION, "19.1");
       return -1;
-    } else if (strcmp(arg, "-o") == 0) {
-      if (++i == argc) {
-        fputs("iq-opt: error: -o needs a file name\n", stderr);
-        return 2;
-      }
-      options->output = argv[i];
-    } else if (strncmp(arg, "-o=", 3) == 0) {
-      options->output = arg + 3;
-    } else if (strncmp(arg, "--pass-pipeline=", 16) == 0) {
-      options->pipeline = arg + 16;
-    } else if (strcmp(arg, "--pass-pipeline") == 0) {
-      if (++i == argc) {
-        fputs("iq-opt: error: --pass-pipeline needs a pipeline\n", stderr);
-        return 2;
-      }
-      options->pipeline = argv[i];
+    } else if (strcmp(arg, "-o") == 0 || strncmp(arg, "-o", 2) == 0) {
+      const char *path = arg[2] == '=' ? arg + 3 : arg[2] ? arg + 2 : NULL;
+      if (!path && ++i < argc)
+        path = argv[i];
+      if (!path || !*path)
+        return usage_error("%s needs a file name", "-o");
+      if (options->output)
+        return usage_error("-o is given more than once (last: '%s')", path);
+      options->output = path;
+    } else if (strncmp(arg, "--pass-pipeline", 15) == 0 && (arg[15] == '=' || !arg[15])) {
+      const char *pipeline = arg[15] == '=' ? arg + 16 : (++i < argc ? argv[i] : NULL);
+      if (!pipeline)
+        return usage_error("%s needs a pipeline", "--pass-pipeline");
+      if (options->pipeline)
+        return usage_error("%s is given more than once; put every pass in one pipeline",
+                           "--pass-pipeline");
+      options->pipeline = pipeline;
     } else if (strcmp(arg, "--split-input-file") == 0) {
       options->split_marker = "// -----";
     } else if (strncmp(arg, "--split-input-file=", 19) == 0) {
       options->split_marker = arg + 19;
-      if (!*options->split_marker) {
-        fputs("iq-opt: error: --split-input-file= needs a marker, e.g. '// -----'\n", stderr);
-        return 2;
-      }
-    } else if (strcmp(arg, "--verify-diagnostics") == 0) {
-      options->verify_diagnostics = true;
-    } else if (strcmp(arg, "--mlir-print-op-generic") == 0) {
-      options->print_generic = true;
-    } else if (strcmp(arg, "--mlir-print-debuginfo") == 0) {
-      options->print_debug_info = true;
-    } else if (strcmp(arg, "--allow-unregistered-dialect") == 0) {
-      options->allow_unregistered = true;
-    } else if (strncmp(arg, "--log-level=", 12) == 0) {
+      if (!*options->split_marker)
+        return usage_error("%s needs a marker, e.g. '// -----'", "--split-input-file=");
+    } else if (strncmp(arg, "--log-level", 11) == 0 && (arg[11] == '=' || !arg[11])) {
+      const char *text = arg[11] == '=' ? arg + 12 : (++i < argc ? argv[i] : NULL);
       iq_log_level_t level;
-      if (!iq_log_parse_level(arg + 12, &level)) {
-        fprintf(stderr, "iq-opt: error: invalid --log-level '%s'; use error, warning, info or debug\n",
-                arg + 12);
-        return 2;
-      }
+      if (!text)
+        return usage_error("%s needs a level: error, warning, info or debug", "--log-level");
+      if (!iq_log_parse_level(text, &level))
+        return usage_error("invalid --log-level '%s'; use error, warning, info or debug", text);
       iq_log_set_level(level);
-    } else if (strncmp(arg, "--", 2) == 0 && arg[2] != '\0') {
+    } else if (is_flag(arg, "--verify-diagnostics", &has_value) ||
+               is_flag(arg, "--mlir-print-op-generic", &has_value) ||
+               is_flag(arg, "--mlir-print-debuginfo", &has_value) ||
+               is_flag(arg, "--allow-unregistered-dialect", &has_value)) {
+      if (has_value)
+        return usage_error("option '%s' takes no value", arg);
+      options->verify_diagnostics |= strcmp(arg, "--verify-diagnostics") == 0;
+      options->print_generic |= strcmp(arg, "--mlir-print-op-generic") == 0;
+      options->print_debug_info |= strcmp(arg, "--mlir-print-debuginfo") == 0;
+      options->allow_unregistered |= strcmp(arg, "--allow-unregistered-dialect") == 0;
+    } else if (strncmp(arg, "--", 2) == 0) {
       if (!append_flag_pass(options, arg + 2)) {
         fputs("iq-opt: error: out of memory\n", stderr);
         return 1;
       }
-    } else if (arg[0] == '-' && arg[1] != '\0') {
-      fprintf(stderr, "iq-opt: error: unknown option '%s'; see iq-opt --help\n", arg);
-      return 2;
-    } else if (options->input) {
-      fprintf(stderr, "iq-opt: error: more than one input file ('%s' and '%s')\n", options->input,
-              arg);
-      return 2;
     } else {
-      options->input = arg;
+      return usage_error("unknown option '%s'", arg);
     }
   }
-  if (options->pipeline && options->flag_pipeline) {
-    fputs("iq-opt: error: --pass-pipeline cannot be combined with per-pass flags; put every "
-          "pass in the pipeline\n",
-          stderr);
-    return 2;
-  }
+  if (options->pipeline && options->flag_pipeline)
+    return usage_error("%s cannot be combined with per-pass flags; put every pass in the "
+                       "pipeline",
+                       "--pass-pipeline");
   if (!options->input)
     options->input = "-";
   if (!options->output)
@@ -163,13 +187,17 @@ static int parse_arguments(int argc, char **argv, options_t *options) {
   return 0;
 }
 
-static void discard_message(MlirStringRef text, void *user_data) {
-  (void)text;
-  (void)user_data;
+static void collect_message(MlirStringRef text, void *user_data) {
+  char *buffer = user_data;
+  size_t used = strlen(buffer);
+  size_t room = 1024 - used - 1;
+  size_t length = text.length < room ? text.length : room;
+  memcpy(buffer + used, text.data, length);
+  buffer[used + length] = '\0';
 }
 
-/* Reports a flag that is neither an iq-opt option nor a known pass by its
- * flag spelling, which is clearer than the pipeline parser's message. */
+/* Checks every per-pass flag on its own, so an error names the flag the
+ * user typed: an unknown name, or options the pass rejects. */
 static bool check_flag_passes(MlirContext context, const char *flag_pipeline) {
   const char *p = flag_pipeline;
   while (*p) {
@@ -177,19 +205,38 @@ static bool check_flag_passes(MlirContext context, const char *flag_pipeline) {
     const char *next = p + name_length;
     if (*next == '{')
       next = strchr(next, '}') ? strchr(next, '}') + 1 : next + strlen(next);
-    if (!iq_pass_lookup(p, name_length)) {
-      char element[256];
-      snprintf(element, sizeof element, "%.*s", (int)name_length, p);
+    char element[1024];
+    snprintf(element, sizeof element, "%.*s", (int)(next - p), p);
+
+    const iq_pass_info_t *pass = iq_pass_lookup(p, name_length);
+    if (pass) {
+      iq_error_t *error = NULL;
+      const char *options = name_length < strlen(element) ? element + name_length + 1 : "";
+      size_t options_length = strlen(options) > 0 ? strlen(options) - 1 : 0;
+      iq_pass_options_t *parsed = iq_pass_options_parse(pass, options, options_length, &error);
+      if (!parsed) {
+        iq_error_print(error, "iq-opt", stderr);
+        iq_error_destroy(error);
+        return false;
+      }
+      iq_pass_options_destroy(parsed);
+    } else {
+      char message[1024] = "";
       MlirPassManager scratch = mlirPassManagerCreate(context);
-      MlirLogicalResult found = mlirOpPassManagerAddPipeline(
+      MlirLogicalResult result = mlirOpPassManagerAddPipeline(
           mlirPassManagerGetAsOpPassManager(scratch), mlirStringRefCreateFromCString(element),
-          discard_message, NULL);
+          collect_message, message);
       mlirPassManagerDestroy(scratch);
-      if (mlirLogicalResultIsFailure(found)) {
-        fprintf(stderr,
-                "iq-opt: error: unknown option or pass '--%s'; iq-opt --help lists the options "
-                "and iq passes, and upstream passes use mlir-opt's names\n",
-                element);
+      if (mlirLogicalResultIsFailure(result)) {
+        if (strstr(message, "does not refer to a registered pass"))
+          fprintf(stderr,
+                  "iq-opt: error: unknown option or pass '--%.*s'; iq-opt --help lists the "
+                  "options and iq passes, and upstream passes use mlir-opt's names\n",
+                  (int)name_length, p);
+        else
+          fprintf(stderr, "iq-opt: error: invalid options for pass '--%.*s': %s\n",
+                  (int)name_length, p,
+                  *message ? message : "MLIR rejected them (its message is printed above)");
         return false;
       }
     }
@@ -320,8 +367,9 @@ static char **normalize_arguments(int argc, char **argv) {
     return NULL;
   for (int i = 0; i < argc; ++i) {
     const char *arg = argv[i];
-    bool single_dash_long = i > 0 && arg[0] == '-' && arg[1] != '-' && arg[1] != '\0' &&
-                            arg[2] != '\0' && arg[2] != '=';
+    /* -oFILE is the short option with its value attached. */
+    bool single_dash_long = i > 0 && arg[0] == '-' && arg[1] != '-' && arg[1] != 'o' &&
+                            arg[1] != '\0' && arg[2] != '\0' && arg[2] != '=';
     size_t length = strlen(arg) + 2;
     args[i] = malloc(length);
     if (!args[i])
@@ -355,6 +403,8 @@ int main(int argc, char **argv) {
 }
 
 static int run(int argc, char **argv) {
+  /* Reads IQ_LOG_LEVEL now, so an invalid value is reported at once. */
+  iq_log_get_level();
   options_t options = {0};
   int status = parse_arguments(argc, argv, &options);
   if (status != 0) {
@@ -379,6 +429,7 @@ static int run(int argc, char **argv) {
     return 1;
   }
 
+  iq_log(IQ_LOG_INFO, "read %zu bytes from %s", source_length, options.input);
   mlirRegisterAllPasses();
   MlirContext context = iq_context_create();
   if (mlirContextIsNull(context)) {
@@ -393,15 +444,20 @@ static int run(int argc, char **argv) {
   MlirPassManager pm = {NULL};
   const char *pipeline = options.pipeline ? options.pipeline : options.flag_pipeline;
   bool ok = true;
-  if (options.flag_pipeline)
-    ok = check_flag_passes(context, options.flag_pipeline);
+  int exit_code = 1;
+  if (options.flag_pipeline && !check_flag_passes(context, options.flag_pipeline)) {
+    ok = false;
+    exit_code = EXIT_USAGE;
+  }
   if (ok && pipeline && *pipeline) {
     pm = mlirPassManagerCreate(context);
     if (!iq_pipeline_add(pm, pipeline, &error)) {
       iq_error_print(error, "iq-opt", stderr);
       iq_error_destroy(error);
       ok = false;
+      exit_code = EXIT_USAGE;
     }
+    iq_log(IQ_LOG_INFO, "pass pipeline: %s", pipeline);
   }
 
   output_buffer_t output = {0};
@@ -431,11 +487,13 @@ static int run(int argc, char **argv) {
     processed = false;
   }
 
+  if (ok && processed)
+    iq_log(IQ_LOG_INFO, "wrote %zu bytes to %s", output.length, options.output);
   free(output.data);
   if (!mlirPassManagerIsNull(pm))
     mlirPassManagerDestroy(pm);
   iq_context_destroy(context);
   free(source);
   free(options.flag_pipeline);
-  return ok && processed ? 0 : 1;
+  return ok && processed ? 0 : exit_code;
 }
