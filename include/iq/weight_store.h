@@ -50,6 +50,14 @@ typedef enum iq_layout {
 
 #define IQ_WEIGHT_STORE_MAX_RANK 8
 #define IQ_WEIGHT_STORE_ALIGNMENT 64
+/* The format version this build writes and the only one it reads. */
+#define IQ_WEIGHT_STORE_FORMAT_VERSION 1
+#define IQ_WEIGHT_STORE_HEADER_SIZE 64
+
+/* Computes FNV-1a 64 (offset basis 0xcbf29ce484222325, prime
+ * 0x100000001b3) of `size` bytes, the checksum of tensor data and of the
+ * table. `data` may be NULL when `size` is 0. */
+uint64_t iq_weight_store_checksum(const void *data, size_t size);
 
 typedef struct iq_weight_tensor {
   const char *name;
@@ -94,11 +102,11 @@ void iq_weight_store_writer_abandon(iq_weight_store_writer_t *writer);
 
 typedef struct iq_weight_store iq_weight_store_t;
 
-/* Maps a store and checks its header and table: magic and version, every
- * offset and size inside the file, alignment, sizes matching dims and
- * dtype, unique names. Checksums are checked by iq_weight_store_verify,
- * which reads every byte. The caller owns the store and closes it with
- * iq_weight_store_close. */
+/* Maps a store and checks its header and table: magic and version, the
+ * table checksum, every offset and size inside the file, alignment, sizes
+ * matching dims and dtype, unique names. Tensor checksums are checked by
+ * iq_weight_store_verify, which reads every byte. The caller owns the
+ * store and closes it with iq_weight_store_close. */
 iq_weight_store_t *iq_weight_store_open(const char *path, iq_error_t **error);
 void iq_weight_store_close(iq_weight_store_t *store);
 
