@@ -48,6 +48,14 @@ MlirContext iq_context_create(void) {
    * Registered dialects, iq included, still reject unknown op names. */
   mlirContextSetAllowUnregisteredDialects(context, true);
 
+  /* The parser loads dialects on demand, but ops built through the C API
+   * need their dialect loaded first, or they are created as unregistered
+   * ops. These are the dialects iq builds ops of. */
+  static const char *const built_dialects[] = {"func", "arith", "tensor", "linalg", "math",
+                                               "scf", "memref", "vector"};
+  for (size_t i = 0; i < sizeof built_dialects / sizeof built_dialects[0]; ++i)
+    mlirContextGetOrLoadDialect(context, mlirStringRefCreateFromCString(built_dialects[i]));
+
   MlirDialectHandle irdl = mlirGetDialectHandle__irdl__();
   mlirDialectHandleLoadDialect(irdl, context);
 

@@ -62,6 +62,9 @@ static const iq_onnx_op_info_t onnx_ops[] = {
     {"", "Attention", 3, 7, 1, 4},
     {"", "RMSNormalization", 2, 2, 1, 1},
     {"", "RotaryEmbedding", 3, 4, 1, 1},
+    /* onnxruntime registers its contrib SimplifiedLayerNormalization in the
+     * default domain as well, and genai exports use it there. */
+    {"", "SimplifiedLayerNormalization", 2, 2, 1, 2},
     /* com.microsoft ops of onnxruntime-genai exports. */
     {"com.microsoft", "GroupQueryAttention", 7, 12, 3, 4},
     {"com.microsoft", "MatMulNBits", 3, 6, 1, 1},

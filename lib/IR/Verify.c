@@ -161,7 +161,11 @@ static void verify_weight(verifier_t *v) {
   MlirStringRef name = mlirStringAttrGetValue(attribute(v, "name"));
   if (name.length == 0)
     fail(v, "attribute 'name' must name a tensor of the weight store, but is empty");
-  expect_ranked(v, result_type(v, 0), "result");
+  if (!expect_ranked(v, result_type(v, 0), "result") || !expect_flag(v, "transposed"))
+    return;
+  if (mlirBoolAttrGetValue(attribute(v, "transposed")) && rank_of(result_type(v, 0)) != 2)
+    fail(v, "only a 2-D weight can be stored transposed, but the result has rank %ld",
+         (long)rank_of(result_type(v, 0)));
 }
 
 static void verify_embedding(verifier_t *v) {
@@ -235,18 +239,47 @@ static void verify_projection(verifier_t *v) {
   }
 }
 
+/* The packed-heads layout shared by iq.rope and iq.attention: [batch, seq,
+ * heads * head_dim], with positions [batch, seq]. */
+static bool expect_packed_heads(verifier_t *v, MlirType type, int64_t heads, int64_t head_dim,
+                                const char *what) {
+  if (!expect_ranked(v, type, what) || !expect_rank(v, type, 3, what) ||
+      !expect_float_elements(v, type, what))
+    return false;
+  int64_t width = dim_of(type, 2);
+  if (width < 0)
+    return fail(v, "%s must have a static last dimension (heads * head_dim)", what);
+  if (heads > 0 && head_dim > 0 && width != heads * head_dim)
+    return fail(v, "%s last dimension is %lld, but %lld heads of %lld make %lld", what,
+                (long long)width, (long long)heads, (long long)head_dim,
+                (long long)(heads * head_dim));
+  return true;
+}
+
+static bool expect_positions(verifier_t *v, MlirType positions, MlirType x) {
+  if (!expect_ranked(v, positions, "positions") || !expect_rank(v, positions, 2, "positions") ||
+      !expect_integer_elements(v, positions, "positions"))
+    return false;
+  return expect_dim(v, positions, 0, dim_of(x, 0), "positions", "the batch size") &&
+         expect_dim(v, positions, 1, dim_of(x, 1), "positions", "the sequence length");
+}
+
 static void verify_rope(verifier_t *v) {
   MlirType x = operand_type(v, 0), positions = operand_type(v, 1), out = result_type(v, 0);
-  if (!expect_ranked(v, x, "input") || !expect_ranked(v, out, "result") ||
-      !expect_ranked(v, positions, "positions"))
+  int64_t head_dim = int_attribute(v, "head_dim");
+  if (head_dim <= 0 || head_dim % 2 != 0) {
+    fail(v, "attribute 'head_dim' must be positive and even to rotate pairs, but is %lld",
+         (long long)head_dim);
     return;
-  if (!expect_rank(v, x, 4, "input ([batch, heads, seq, head_dim])") ||
-      !expect_float_elements(v, x, "input") ||
-      !expect_integer_elements(v, positions, "positions"))
+  }
+  if (!expect_packed_heads(v, x, 0, 0, "input ([batch, seq, heads * head_dim])") ||
+      !expect_positions(v, positions, x) || !expect_ranked(v, out, "result"))
     return;
-  int64_t head_dim = dim_of(x, 3);
-  if (head_dim >= 0 && head_dim % 2 != 0)
-    fail(v, "head dimension must be even to rotate pairs, but is %lld", (long long)head_dim);
+  if (dim_of(x, 2) % head_dim != 0) {
+    fail(v, "input last dimension (%lld) is not a multiple of 'head_dim' (%lld)",
+         (long long)dim_of(x, 2), (long long)head_dim);
+    return;
+  }
   expect_same_shape_and_element(v, out, x, "result", "the input");
   double theta = float_attribute(v, "theta");
   if (!(theta > 0.0) || !isfinite(theta))
@@ -254,17 +287,6 @@ static void verify_rope(verifier_t *v) {
 }
 
 static void verify_attention(verifier_t *v) {
-  static const char *const operand_names[] = {"q", "k", "v", "k_cache", "v_cache"};
-  for (intptr_t i = 0; i < 5; ++i) {
-    MlirType type = operand_type(v, i);
-    if (!expect_ranked(v, type, operand_names[i]) || !expect_rank(v, type, 4, operand_names[i]) ||
-        !expect_float_elements(v, type, operand_names[i]))
-      return;
-  }
-  if (!expect_ranked(v, operand_type(v, 5), "positions") ||
-      !expect_integer_elements(v, operand_type(v, 5), "positions"))
-    return;
-
   int64_t num_heads = int_attribute(v, "num_heads");
   int64_t num_kv_heads = int_attribute(v, "num_kv_heads");
   if (num_heads <= 0 || num_kv_heads <= 0) {
@@ -281,16 +303,33 @@ static void verify_attention(verifier_t *v) {
   if (!(scale > 0.0) || !isfinite(scale))
     fail(v, "attribute 'scale' must be a positive finite number, but is %g", scale);
 
-  MlirType q = operand_type(v, 0);
-  if (!expect_dim(v, q, 1, num_heads, "q", "'num_heads'"))
-    return;
-  int64_t head_dim = dim_of(q, 3);
-  for (intptr_t i = 1; i < 5; ++i) {
-    MlirType type = operand_type(v, i);
-    if (!expect_dim(v, type, 1, num_kv_heads, operand_names[i], "'num_kv_heads'") ||
-        !expect_dim(v, type, 3, head_dim, operand_names[i], "q's head dimension"))
+  /* The caches fix head_dim: [batch, num_kv_heads, context, head_dim]. */
+  static const char *const cache_names[] = {"k_cache", "v_cache"};
+  int64_t head_dim = -1;
+  for (intptr_t i = 3; i < 5; ++i) {
+    MlirType cache = operand_type(v, i);
+    const char *what = cache_names[i - 3];
+    if (!expect_ranked(v, cache, what) || !expect_rank(v, cache, 4, what) ||
+        !expect_float_elements(v, cache, what) ||
+        !expect_dim(v, cache, 1, num_kv_heads, what, "'num_kv_heads'"))
       return;
+    if (dim_of(cache, 3) < 0) {
+      fail(v, "%s must have a static head dimension", what);
+      return;
+    }
+    if (head_dim >= 0 && dim_of(cache, 3) != head_dim) {
+      fail(v, "k_cache and v_cache have different head dimensions");
+      return;
+    }
+    head_dim = dim_of(cache, 3);
   }
+
+  MlirType q = operand_type(v, 0);
+  if (!expect_packed_heads(v, q, num_heads, head_dim, "q") ||
+      !expect_packed_heads(v, operand_type(v, 1), num_kv_heads, head_dim, "k") ||
+      !expect_packed_heads(v, operand_type(v, 2), num_kv_heads, head_dim, "v") ||
+      !expect_positions(v, operand_type(v, 5), q))
+    return;
   if (!expect_ranked(v, result_type(v, 0), "output"))
     return;
   expect_same_shape_and_element(v, result_type(v, 0), q, "output", "q");

@@ -15,12 +15,15 @@
 //   `symmetric` (i1) and `clip_ratio` (a float in (0, 1]).
 irdl.dialect @iq {
   // A named tensor of the weight store that the module's `iq.weight_store`
-  // attribute points to. The result type is the tensor's type.
+  // attribute points to. The result type is the tensor's type; with
+  // `transposed` true the store holds the transpose of a 2-D result (ONNX
+  // exports keep linear weights as [in, out]), which kernels read as is.
   irdl.operation @weight {
     %tensor = irdl.base "!builtin.tensor"
     %string = irdl.base "#builtin.string"
+    %transposed = irdl.base "#builtin.integer"
     irdl.results(%tensor)
-    irdl.attributes { "name" = %string }
+    irdl.attributes { "name" = %string, "transposed" = %transposed }
   }
 
   // Token embedding lookup: table [vocab, hidden], ids [batch, seq] of
@@ -55,28 +58,31 @@ irdl.dialect @iq {
     irdl.results(%out)
   }
 
-  // Rotary position embedding on x [batch, heads, seq, head_dim] at
-  // positions [batch, seq]. `style` is "half" (rotate the two halves of the
-  // head, as LLaMA on Hugging Face) or "interleaved" (rotate adjacent pairs,
-  // as Meta's original LLaMA code).
+  // Rotary position embedding of every head of x [batch, seq, heads *
+  // head_dim] at positions [batch, seq]. `style` is "half" (rotate the two
+  // halves of each head, as LLaMA on Hugging Face) or "interleaved" (rotate
+  // adjacent pairs, as Meta's original LLaMA code); `theta` is the base of
+  // the frequencies theta^(-2i / head_dim).
   irdl.operation @rope {
     %x = irdl.base "!builtin.tensor"
     %positions = irdl.base "!builtin.tensor"
     %out = irdl.base "!builtin.tensor"
-    %float = irdl.base "#builtin.float"
+    %theta = irdl.base "#builtin.float"
+    %head_dim = irdl.base "#builtin.integer"
     %half = irdl.is "half"
     %interleaved = irdl.is "interleaved"
     %style = irdl.any_of(%half, %interleaved)
     irdl.operands(%x, %positions)
     irdl.results(%out)
-    irdl.attributes { "theta" = %float, "style" = %style }
+    irdl.attributes { "theta" = %theta, "head_dim" = %head_dim, "style" = %style }
   }
 
-  // Causal grouped-query attention with a KV cache. q [batch, num_heads,
-  // seq, head_dim]; k and v [batch, num_kv_heads, seq, head_dim]; the caches
-  // [batch, num_kv_heads, context, head_dim] hold positions before
-  // `positions`. Results: the attention output [batch, num_heads, seq,
-  // head_dim] and the caches with k and v written at `positions`.
+  // Causal grouped-query attention with a KV cache. q [batch, seq,
+  // num_heads * head_dim]; k and v [batch, seq, num_kv_heads * head_dim];
+  // the caches [batch, num_kv_heads, context, head_dim] hold the positions
+  // before `positions` [batch, seq]. Results: the attention output [batch,
+  // seq, num_heads * head_dim] and the caches with k and v written at
+  // `positions`. Query i attends to cache entries up to its own position.
   irdl.operation @attention {
     %q = irdl.base "!builtin.tensor"
     %k = irdl.base "!builtin.tensor"

@@ -35,9 +35,9 @@ func.func @unknown_granularity(%x: tensor<2x64xf32>) {
 
 // -----
 
-func.func @unknown_rope_style(%x: tensor<1x8x4x8xf32>, %p: tensor<1x4xi64>) {
+func.func @unknown_rope_style(%x: tensor<1x4x64xf32>, %p: tensor<1x4xi64>) {
   // expected-error@+1 {{'"neox"' does not satisfy the constraint}}
-  %y = "iq.rope"(%x, %p) {theta = 1.0e4 : f32, style = "neox"} : (tensor<1x8x4x8xf32>, tensor<1x4xi64>) -> tensor<1x8x4x8xf32>
+  %y = "iq.rope"(%x, %p) {theta = 1.0e4 : f32, head_dim = 8 : i64, style = "neox"} : (tensor<1x4x64xf32>, tensor<1x4xi64>) -> tensor<1x4x64xf32>
   return
 }
 
@@ -61,6 +61,6 @@ func.func @too_few_operands(%x: tensor<2x64xf32>) {
 
 func.func @weight_without_name() {
   // expected-error@+1 {{attribute "name" is expected but not provided}}
-  %w = "iq.weight"() : () -> tensor<4x4xf32>
+  %w = "iq.weight"() {transposed = false} : () -> tensor<4x4xf32>
   return
 }

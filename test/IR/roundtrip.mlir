@@ -5,11 +5,15 @@
 // RUN: %iq-opt %s -o %t.first.mlir && %iq-opt %t.first.mlir -o %t.second.mlir
 // RUN: diff %t.first.mlir %t.second.mlir
 
+// A weight stored as is, and one stored as [in, out] as ONNX exports keep
+// linear weights.
 // CHECK-LABEL: func.func @weight
-// CHECK: "iq.weight"() {name = "layers.0.attention.wq.weight"} : () -> tensor<64x64xf32>
-func.func @weight() -> tensor<64x64xf32> {
-  %w = "iq.weight"() {name = "layers.0.attention.wq.weight"} : () -> tensor<64x64xf32>
-  return %w : tensor<64x64xf32>
+// CHECK: "iq.weight"() {name = "layers.0.attention.wq.weight", transposed = false} : () -> tensor<64x64xf32>
+// CHECK: "iq.weight"() {name = "layers.0.attention.wk.weight.T", transposed = true} : () -> tensor<32x64xf32>
+func.func @weight() -> (tensor<64x64xf32>, tensor<32x64xf32>) {
+  %w = "iq.weight"() {name = "layers.0.attention.wq.weight", transposed = false} : () -> tensor<64x64xf32>
+  %t = "iq.weight"() {name = "layers.0.attention.wk.weight.T", transposed = true} : () -> tensor<32x64xf32>
+  return %w, %t : tensor<64x64xf32>, tensor<32x64xf32>
 }
 
 // CHECK-LABEL: func.func @embedding
@@ -38,25 +42,27 @@ func.func @linear(%x: tensor<1x?x64xf32>, %w: tensor<172x64xf32>, %b: tensor<172
 }
 
 // CHECK-LABEL: func.func @rope
-// CHECK: "iq.rope"(%arg0, %arg1) {style = "half", theta = 1.000000e+04 : f32} : (tensor<1x8x?x8xf32>, tensor<1x?xi64>) -> tensor<1x8x?x8xf32>
-// CHECK: "iq.rope"(%arg0, %arg1) {style = "interleaved", theta = 5.000000e+05 : f32}
-func.func @rope(%x: tensor<1x8x?x8xf32>, %positions: tensor<1x?xi64>) -> (tensor<1x8x?x8xf32>, tensor<1x8x?x8xf32>) {
-  %half = "iq.rope"(%x, %positions) {theta = 1.0e4 : f32, style = "half"} : (tensor<1x8x?x8xf32>, tensor<1x?xi64>) -> tensor<1x8x?x8xf32>
-  %pairs = "iq.rope"(%x, %positions) {theta = 5.0e5 : f32, style = "interleaved"} : (tensor<1x8x?x8xf32>, tensor<1x?xi64>) -> tensor<1x8x?x8xf32>
-  return %half, %pairs : tensor<1x8x?x8xf32>, tensor<1x8x?x8xf32>
+// CHECK: "iq.rope"(%arg0, %arg1) {head_dim = 8 : i64, style = "half", theta = 1.000000e+04 : f32} : (tensor<1x?x64xf32>, tensor<1x?xi64>) -> tensor<1x?x64xf32>
+// CHECK: "iq.rope"(%arg0, %arg1) {head_dim = 8 : i64, style = "interleaved", theta = 5.000000e+05 : f32}
+func.func @rope(%x: tensor<1x?x64xf32>, %positions: tensor<1x?xi64>) -> (tensor<1x?x64xf32>, tensor<1x?x64xf32>) {
+  %half = "iq.rope"(%x, %positions) {theta = 1.0e4 : f32, head_dim = 8 : i64, style = "half"} : (tensor<1x?x64xf32>, tensor<1x?xi64>) -> tensor<1x?x64xf32>
+  %pairs = "iq.rope"(%x, %positions) {theta = 5.0e5 : f32, head_dim = 8 : i64, style = "interleaved"} : (tensor<1x?x64xf32>, tensor<1x?xi64>) -> tensor<1x?x64xf32>
+  return %half, %pairs : tensor<1x?x64xf32>, tensor<1x?x64xf32>
 }
 
+// Grouped-query attention, 8 query heads over 4 KV heads of 8, with a
+// cache of 512 positions.
 // CHECK-LABEL: func.func @attention
 // CHECK: "iq.attention"(%arg0, %arg1, %arg2, %arg3, %arg4, %arg5) {num_heads = 8 : i64, num_kv_heads = 4 : i64, scale = 0.353553385 : f32}
-// CHECK-SAME: -> (tensor<1x8x?x8xf32>, tensor<1x4x512x8xf32>, tensor<1x4x512x8xf32>)
-func.func @attention(%q: tensor<1x8x?x8xf32>, %k: tensor<1x4x?x8xf32>, %v: tensor<1x4x?x8xf32>,
+// CHECK-SAME: -> (tensor<1x?x64xf32>, tensor<1x4x512x8xf32>, tensor<1x4x512x8xf32>)
+func.func @attention(%q: tensor<1x?x64xf32>, %k: tensor<1x?x32xf32>, %v: tensor<1x?x32xf32>,
                      %k_cache: tensor<1x4x512x8xf32>, %v_cache: tensor<1x4x512x8xf32>,
-                     %positions: tensor<1x?xi64>) -> tensor<1x8x?x8xf32> {
+                     %positions: tensor<1x?xi64>) -> tensor<1x?x64xf32> {
   %out, %k_next, %v_next = "iq.attention"(%q, %k, %v, %k_cache, %v_cache, %positions)
       {num_heads = 8 : i64, num_kv_heads = 4 : i64, scale = 0.353553385 : f32}
-      : (tensor<1x8x?x8xf32>, tensor<1x4x?x8xf32>, tensor<1x4x?x8xf32>, tensor<1x4x512x8xf32>, tensor<1x4x512x8xf32>, tensor<1x?xi64>)
-      -> (tensor<1x8x?x8xf32>, tensor<1x4x512x8xf32>, tensor<1x4x512x8xf32>)
-  return %out : tensor<1x8x?x8xf32>
+      : (tensor<1x?x64xf32>, tensor<1x?x32xf32>, tensor<1x?x32xf32>, tensor<1x4x512x8xf32>, tensor<1x4x512x8xf32>, tensor<1x?xi64>)
+      -> (tensor<1x?x64xf32>, tensor<1x4x512x8xf32>, tensor<1x4x512x8xf32>)
+  return %out : tensor<1x?x64xf32>
 }
 
 // CHECK-LABEL: func.func @silu_mul

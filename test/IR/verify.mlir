@@ -4,7 +4,7 @@
 
 func.func @weight_empty_name() {
   // expected-error@+1 {{'iq.weight' op attribute 'name' must name a tensor of the weight store, but is empty}}
-  %w = "iq.weight"() {name = ""} : () -> tensor<4x4xf32>
+  %w = "iq.weight"() {name = "", transposed = false} : () -> tensor<4x4xf32>
   return
 }
 
@@ -82,31 +82,66 @@ func.func @lm_head_weight_rank(%x: tensor<2x64xf32>, %w: tensor<512x64x1xf32>) {
 
 // -----
 
-func.func @rope_odd_head_dim(%x: tensor<1x8x4x7xf32>, %p: tensor<1x4xi64>) {
-  // expected-error@+1 {{'iq.rope' op head dimension must be even to rotate pairs, but is 7}}
-  %y = "iq.rope"(%x, %p) {theta = 1.0e4 : f32, style = "half"} : (tensor<1x8x4x7xf32>, tensor<1x4xi64>) -> tensor<1x8x4x7xf32>
+func.func @rope_odd_head_dim(%x: tensor<1x4x56xf32>, %p: tensor<1x4xi64>) {
+  // expected-error@+1 {{'iq.rope' op attribute 'head_dim' must be positive and even to rotate pairs, but is 7}}
+  %y = "iq.rope"(%x, %p) {theta = 1.0e4 : f32, head_dim = 7 : i64, style = "half"} : (tensor<1x4x56xf32>, tensor<1x4xi64>) -> tensor<1x4x56xf32>
   return
 }
 
 // -----
 
-func.func @attention_heads_not_multiple(%q: tensor<1x6x4x8xf32>, %k: tensor<1x4x4x8xf32>, %v: tensor<1x4x4x8xf32>,
+func.func @rope_heads_not_dividing(%x: tensor<1x4x60xf32>, %p: tensor<1x4xi64>) {
+  // expected-error@+1 {{'iq.rope' op input last dimension (60) is not a multiple of 'head_dim' (8)}}
+  %y = "iq.rope"(%x, %p) {theta = 1.0e4 : f32, head_dim = 8 : i64, style = "half"} : (tensor<1x4x60xf32>, tensor<1x4xi64>) -> tensor<1x4x60xf32>
+  return
+}
+
+// -----
+
+func.func @rope_positions_length(%x: tensor<1x4x64xf32>, %p: tensor<1x5xi64>) {
+  // expected-error@+1 {{'iq.rope' op positions dimension 1 is 5, but the sequence length is 4}}
+  %y = "iq.rope"(%x, %p) {theta = 1.0e4 : f32, head_dim = 8 : i64, style = "half"} : (tensor<1x4x64xf32>, tensor<1x5xi64>) -> tensor<1x4x64xf32>
+  return
+}
+
+// -----
+
+func.func @attention_heads_not_multiple(%q: tensor<1x4x48xf32>, %k: tensor<1x4x32xf32>, %v: tensor<1x4x32xf32>,
                                          %kc: tensor<1x4x16x8xf32>, %vc: tensor<1x4x16x8xf32>, %p: tensor<1x4xi64>) {
   // expected-error@+1 {{'iq.attention' op 'num_heads' (6) must be a multiple of 'num_kv_heads' (4)}}
   %o, %kn, %vn = "iq.attention"(%q, %k, %v, %kc, %vc, %p) {num_heads = 6 : i64, num_kv_heads = 4 : i64, scale = 0.35 : f32}
-      : (tensor<1x6x4x8xf32>, tensor<1x4x4x8xf32>, tensor<1x4x4x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4xi64>)
-      -> (tensor<1x6x4x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>)
+      : (tensor<1x4x48xf32>, tensor<1x4x32xf32>, tensor<1x4x32xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4xi64>)
+      -> (tensor<1x4x48xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>)
   return
 }
 
 // -----
 
-func.func @attention_kv_heads_mismatch(%q: tensor<1x8x4x8xf32>, %k: tensor<1x2x4x8xf32>, %v: tensor<1x4x4x8xf32>,
-                                        %kc: tensor<1x4x16x8xf32>, %vc: tensor<1x4x16x8xf32>, %p: tensor<1x4xi64>) {
-  // expected-error@+1 {{'iq.attention' op k dimension 1 is 2, but 'num_kv_heads' is 4}}
+func.func @attention_kv_width(%q: tensor<1x4x64xf32>, %k: tensor<1x4x16xf32>, %v: tensor<1x4x32xf32>,
+                               %kc: tensor<1x4x16x8xf32>, %vc: tensor<1x4x16x8xf32>, %p: tensor<1x4xi64>) {
+  // expected-error@+1 {{'iq.attention' op k last dimension is 16, but 4 heads of 8 make 32}}
   %o, %kn, %vn = "iq.attention"(%q, %k, %v, %kc, %vc, %p) {num_heads = 8 : i64, num_kv_heads = 4 : i64, scale = 0.35 : f32}
-      : (tensor<1x8x4x8xf32>, tensor<1x2x4x8xf32>, tensor<1x4x4x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4xi64>)
-      -> (tensor<1x8x4x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>)
+      : (tensor<1x4x64xf32>, tensor<1x4x16xf32>, tensor<1x4x32xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4xi64>)
+      -> (tensor<1x4x64xf32>, tensor<1x4x16x8xf32>, tensor<1x4x16x8xf32>)
+  return
+}
+
+// -----
+
+func.func @attention_cache_heads(%q: tensor<1x4x64xf32>, %k: tensor<1x4x32xf32>, %v: tensor<1x4x32xf32>,
+                                  %kc: tensor<1x2x16x8xf32>, %vc: tensor<1x4x16x8xf32>, %p: tensor<1x4xi64>) {
+  // expected-error@+1 {{'iq.attention' op k_cache dimension 1 is 2, but 'num_kv_heads' is 4}}
+  %o, %kn, %vn = "iq.attention"(%q, %k, %v, %kc, %vc, %p) {num_heads = 8 : i64, num_kv_heads = 4 : i64, scale = 0.35 : f32}
+      : (tensor<1x4x64xf32>, tensor<1x4x32xf32>, tensor<1x4x32xf32>, tensor<1x2x16x8xf32>, tensor<1x4x16x8xf32>, tensor<1x4xi64>)
+      -> (tensor<1x4x64xf32>, tensor<1x2x16x8xf32>, tensor<1x4x16x8xf32>)
+  return
+}
+
+// -----
+
+func.func @weight_transposed_rank(%x: tensor<2x64xf32>) {
+  // expected-error@+1 {{'iq.weight' op only a 2-D weight can be stored transposed, but the result has rank 1}}
+  %w = "iq.weight"() {name = "gain", transposed = true} : () -> tensor<64xf32>
   return
 }
 

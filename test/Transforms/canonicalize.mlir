@@ -61,13 +61,13 @@ func.func @chain_of_four(%x: tensor<2x64xf32>) -> tensor<2x64xf32> {
 // CHECK-LABEL: func.func @dead_ops
 // CHECK-NOT: "layers.0.unused"
 // CHECK-NOT: iq.rms_norm
-// CHECK: %[[W:.*]] = "iq.weight"() {name = "layers.0.used"}
+// CHECK: %[[W:.*]] = "iq.weight"() {name = "layers.0.used", transposed = false}
 // CHECK: %[[Y:.*]] = "iq.linear"(%arg0, %[[W]])
 // CHECK: return %[[Y]]
 func.func @dead_ops(%x: tensor<2x64xf32>) -> tensor<2x64xf32> {
-  %unused = "iq.weight"() {name = "layers.0.unused"} : () -> tensor<64xf32>
+  %unused = "iq.weight"() {name = "layers.0.unused", transposed = false} : () -> tensor<64xf32>
   %n = "iq.rms_norm"(%x, %unused) {epsilon = 1.0e-5 : f32} : (tensor<2x64xf32>, tensor<64xf32>) -> tensor<2x64xf32>
-  %w = "iq.weight"() {name = "layers.0.used"} : () -> tensor<64x64xf32>
+  %w = "iq.weight"() {name = "layers.0.used", transposed = false} : () -> tensor<64x64xf32>
   %y = "iq.linear"(%x, %w) : (tensor<2x64xf32>, tensor<64x64xf32>) -> tensor<2x64xf32>
   return %y : tensor<2x64xf32>
 }

@@ -14,7 +14,7 @@
 // CHECK-NEXT: %[[PRODUCT:.*]] = arith.mulf %[[SUM]], %[[SUM]]
 // CHECK-NEXT: return %[[PRODUCT]]
 func.func @mixed(%x: tensor<2x64xf32>) -> tensor<2x64xf32> {
-  %unused = "iq.weight"() {name = "unused"} : () -> tensor<64xf32>
+  %unused = "iq.weight"() {name = "unused", transposed = false} : () -> tensor<64xf32>
   %a = "iq.hadamard"(%x) {size = 64 : i64, transposed = false} : (tensor<2x64xf32>) -> tensor<2x64xf32>
   %b = "iq.hadamard"(%a) {size = 64 : i64, transposed = true} : (tensor<2x64xf32>) -> tensor<2x64xf32>
   %s1 = arith.addf %b, %b : tensor<2x64xf32>
