@@ -2,13 +2,14 @@
 # the build folder (scripts/test.sh does): lit build/test
 import os
 import shutil
+import sys
 
 import lit.formats
 import lit.util
 
 config.name = "iq"
 config.test_format = lit.formats.ShTest(execute_external=False)
-config.suffixes = [".mlir", ".test", ".c"]
+config.suffixes = [".mlir", ".test"]
 config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py", "CMakeLists.txt", "unit"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.iq_build_dir, "test")
@@ -19,8 +20,13 @@ path = os.pathsep.join([config.iq_tools_dir, config.llvm_tools_dir,
 config.environment["PATH"] = path
 
 config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-opt")))
+config.substitutions.append(("%iq-onnx-dump", os.path.join(config.iq_tools_dir, "iq-onnx-dump")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
 config.substitutions.append(("%iq_src", config.iq_source_dir))
+
+# Python with the onnx package, for scripts that generate test models.
+venv_python = os.path.join(config.iq_source_dir, ".venv", "bin", "python")
+config.substitutions.append(("%python", venv_python if os.path.exists(venv_python) else sys.executable))
 
 # Sanitizer builds: leaks count as errors, and the first error of any kind
 # aborts the program. A crash fails even RUN lines that expect an error

@@ -62,8 +62,10 @@ typedef struct iq_onnx_tensor {
   bool external;        /* data points into a mapped external file */
 } iq_onnx_tensor_t;
 
-/* One attribute of a node. Only the kinds LLaMA graphs use are exposed;
- * `kind` is the AttributeProto.AttributeType value. */
+/* One attribute of a node. `kind` is the AttributeProto.AttributeType
+ * value. FLOAT, INT, STRING, TENSOR, FLOATS, INTS and STRINGS carry their
+ * values. The other kinds (GRAPH and those after STRINGS) are exposed
+ * without a payload, so an importer can name the attribute it rejects. */
 enum {
   IQ_ONNX_ATTR_FLOAT = 1,
   IQ_ONNX_ATTR_INT = 2,
@@ -73,6 +75,12 @@ enum {
   IQ_ONNX_ATTR_FLOATS = 6,
   IQ_ONNX_ATTR_INTS = 7,
   IQ_ONNX_ATTR_STRINGS = 8,
+  IQ_ONNX_ATTR_TENSORS = 9,
+  IQ_ONNX_ATTR_GRAPHS = 10,
+  IQ_ONNX_ATTR_SPARSE_TENSOR = 11,
+  IQ_ONNX_ATTR_SPARSE_TENSORS = 12,
+  IQ_ONNX_ATTR_TYPE_PROTO = 13,
+  IQ_ONNX_ATTR_TYPE_PROTOS = 14,
 };
 
 typedef struct iq_onnx_attribute {
@@ -84,7 +92,8 @@ typedef struct iq_onnx_attribute {
   size_t s_length;
   const float *floats;
   const int64_t *ints;
-  size_t count;                 /* elements of floats or ints */
+  const char *const *strings;     /* STRINGS, NUL-terminated copies */
+  size_t count;                   /* elements of floats, ints or strings */
   const iq_onnx_tensor_t *tensor; /* TENSOR */
 } iq_onnx_attribute_t;
 
@@ -144,8 +153,9 @@ typedef struct iq_onnx_model {
  * end of the external file; data whose size disagrees with the declared
  * shape and type; dimensions that are negative or whose product
  * overflows; graphs with cycles, undefined inputs or values defined
- * twice; and unsupported data types in initializers. The caller owns the
- * result and frees it with iq_onnx_model_destroy. */
+ * twice; and unsupported data types in initializers and TENSOR
+ * attributes. The caller owns the result and frees it with
+ * iq_onnx_model_destroy. */
 iq_onnx_model_t *iq_onnx_model_load(const char *path, iq_error_t **error);
 
 /* Like iq_onnx_model_load, on a buffer already in memory. External data

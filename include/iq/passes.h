@@ -112,7 +112,14 @@ bool iq_pipeline_add(MlirPassManager pm, const char *pipeline, iq_error_t **erro
 /* ---- Passes ------------------------------------------------------------- */
 
 extern const iq_pass_info_t iq_canonicalize_pass;
+extern const iq_pass_info_t iq_raise_llama_pass;
 extern const iq_pass_info_t iq_verify_pass;
+
+/* The folder a module's relative `iq.weight_store` path is resolved
+ * against: the folder of the .mlir file being processed, or of the output
+ * when a model was just imported. Defaults to ".". The string is copied. */
+void iq_weight_store_set_base_dir(const char *dir);
+const char *iq_weight_store_base_dir(void);
 
 #ifdef __cplusplus
 }

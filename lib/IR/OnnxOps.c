@@ -57,6 +57,16 @@ static const iq_onnx_op_info_t onnx_ops[] = {
     {"", "Trilu", 1, 2, 1, 1},
     {"", "Unsqueeze", 1, 2, 1, 1},
     {"", "Where", 3, 3, 1, 1},
+    /* Mask arithmetic of torch.onnx exports (causal and padding masks). */
+    {"", "And", 2, 2, 1, 1},
+    {"", "Exp", 1, 1, 1, 1},
+    {"", "Greater", 2, 2, 1, 1},
+    {"", "GreaterOrEqual", 2, 2, 1, 1},
+    {"", "LessOrEqual", 2, 2, 1, 1},
+    {"", "Max", 1, -1, 1, 1},
+    {"", "Min", 1, -1, 1, 1},
+    {"", "Not", 1, 1, 1, 1},
+    {"", "Or", 2, 2, 1, 1},
     /* ai.onnx opset 23 LLaMA ops. Attention's seventh input,
      * nonpad_kv_seqlen, came with opset 24. */
     {"", "Attention", 3, 7, 1, 4},

@@ -13,6 +13,7 @@
 /* Sorted by name, so --help lists them in order. */
 static const iq_pass_info_t *const registered_passes[] = {
     &iq_canonicalize_pass,
+    &iq_raise_llama_pass,
     &iq_verify_pass,
 };
 #define NUM_PASSES (sizeof registered_passes / sizeof registered_passes[0])
@@ -388,3 +389,13 @@ MlirPass iq_pass_create(const iq_pass_info_t *pass, iq_pass_options_t *options) 
                                 mlirStringRefCreateFromCString(pass->description),
                                 mlirStringRefCreate(NULL, 0), 0, NULL, callbacks, options);
 }
+
+/* ---- Weight store location ---------------------------------------------- */
+
+static char weight_store_dir[4096] = ".";
+
+void iq_weight_store_set_base_dir(const char *dir) {
+  snprintf(weight_store_dir, sizeof weight_store_dir, "%s", dir && *dir ? dir : ".");
+}
+
+const char *iq_weight_store_base_dir(void) { return weight_store_dir; }

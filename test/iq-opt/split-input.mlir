@@ -12,7 +12,7 @@
 // OTHER-MARKER: func.func @second
 // OTHER-MARKER-NOT: // -----
 func.func @first() {
-  %w = "iq.weight"() {name = "a"} : () -> tensor<4xf32>
+  %w = "iq.weight"() {name = "a", transposed = false} : () -> tensor<4xf32>
   return
 }
 

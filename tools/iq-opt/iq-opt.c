@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mlir-c/IR.h"
 #include "mlir-c/Pass.h"
@@ -10,6 +11,8 @@
 
 #include "diagnostics.h"
 #include "iq/ir.h"
+#include "iq/onnx.h"
+#include "iq/onnx_import.h"
 #include "iq/passes.h"
 #include "iq/support.h"
 
@@ -25,13 +28,14 @@ typedef struct options {
   bool print_generic;
   bool print_debug_info;
   bool allow_unregistered;
+  const char *weight_store; /* --weight-store, or NULL for the default */
 } options_t;
 
 static void print_usage(FILE *stream) {
-  fputs("Usage: iq-opt [options] [input.mlir]\n"
+  fputs("Usage: iq-opt [options] [input.mlir | model.onnx]\n"
         "\n"
-        "Reads MLIR (from stdin when the input is '-' or absent), runs the requested passes\n"
-        "and writes MLIR. Passes are named one flag each, in order, or all at once with\n"
+        "Reads MLIR (from stdin when the input is '-' or absent) or an ONNX model (.onnx),\n"
+        "runs the requested passes and writes MLIR. Passes are named one flag each, in order, or all at once with\n"
         "--pass-pipeline; both accept iq passes and upstream MLIR passes.\n"
         "\n"
         "Options:\n"
@@ -47,6 +51,9 @@ static void print_usage(FILE *stream) {
         "  --mlir-print-op-generic       print every op in the generic form\n"
         "  --mlir-print-debuginfo        print locations\n"
         "  --allow-unregistered-dialect  accept ops of dialects that are not registered\n"
+        "  --weight-store=FILE           for .onnx input: where to write the weights (default:\n"
+        "                                the output's name with .iqw, or the model's name with\n"
+        "                                .iqw in the current folder when writing to stdout)\n"
         "  --log-level=LEVEL             error, warning (default), info or debug\n"
         "  --help                        show this help and exit\n"
         "  --version                     show the version and exit\n"
@@ -157,6 +164,10 @@ static int parse_arguments(int argc, char **argv, options_t *options) {
       if (!iq_log_parse_level(text, &level))
         return usage_error("invalid --log-level '%s'; use error, warning, info or debug", text);
       iq_log_set_level(level);
+    } else if (strncmp(arg, "--weight-store=", 15) == 0) {
+      options->weight_store = arg + 15;
+      if (!*options->weight_store)
+        return usage_error("%s needs a file name", "--weight-store=");
     } else if (is_flag(arg, "--verify-diagnostics", &has_value) ||
                is_flag(arg, "--mlir-print-op-generic", &has_value) ||
                is_flag(arg, "--mlir-print-debuginfo", &has_value) ||
@@ -275,6 +286,17 @@ static void print_callback(MlirStringRef text, void *user_data) {
   output_append(user_data, text.data, text.length);
 }
 
+static void print_module(MlirOperation root, const options_t *options, output_buffer_t *output) {
+  MlirOpPrintingFlags flags = mlirOpPrintingFlagsCreate();
+  if (options->print_generic)
+    mlirOpPrintingFlagsPrintGenericOpForm(flags);
+  if (options->print_debug_info)
+    mlirOpPrintingFlagsEnableDebugInfo(flags, true, false);
+  mlirOperationPrintWithFlags(root, flags, print_callback, output);
+  mlirOpPrintingFlagsDestroy(flags);
+  output_append(output, "\n", 1);
+}
+
 /* Parses, verifies, transforms and prints one chunk that starts on line
  * `first_line` of the input. Diagnostics go to the context's handler. */
 static bool process_chunk(MlirContext context, MlirPassManager pm, const options_t *options,
@@ -302,16 +324,8 @@ static bool process_chunk(MlirContext context, MlirPassManager pm, const options
   if (ok && !mlirPassManagerIsNull(pm))
     ok = mlirLogicalResultIsSuccess(mlirPassManagerRunOnOp(pm, root)) && iq_verify(root);
 
-  if (ok) {
-    MlirOpPrintingFlags flags = mlirOpPrintingFlagsCreate();
-    if (options->print_generic)
-      mlirOpPrintingFlagsPrintGenericOpForm(flags);
-    if (options->print_debug_info)
-      mlirOpPrintingFlagsEnableDebugInfo(flags, true, false);
-    mlirOperationPrintWithFlags(root, flags, print_callback, output);
-    mlirOpPrintingFlagsDestroy(flags);
-    output_append(output, "\n", 1);
-  }
+  if (ok)
+    print_module(root, options, output);
   mlirModuleDestroy(module);
   return ok;
 }
@@ -325,8 +339,94 @@ static bool is_marker_line(const char *p, const char *end, const char *marker) {
   return (size_t)(end - p) >= length && memcmp(p, marker, length) == 0;
 }
 
+static bool ends_with(const char *text, const char *suffix) {
+  size_t length = strlen(text), suffix_length = strlen(suffix);
+  return length > suffix_length && strcmp(text + length - suffix_length, suffix) == 0;
+}
+
+/* Sets the folder weight store references are resolved against: the
+ * folder of `path`, or `path` itself when `is_file` is false. */
+static void set_base_dir_of(const char *path, bool is_file) {
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = is_file ? strrchr(dir, '/') : NULL;
+  if (is_file && !slash)
+    snprintf(dir, sizeof dir, ".");
+  else if (slash)
+    *slash = '\0';
+  iq_weight_store_set_base_dir(*dir ? dir : "/");
+}
+
+/* Chooses where the weights of an imported model go, and how the module
+ * names that file: beside the output with the extension .iqw, or beside
+ * the model's name in the current folder when the output is stdout. */
+static bool weight_store_location(const options_t *options, char *path, size_t size,
+                                  const char **reference) {
+  const char *base = strcmp(options->output, "-") != 0 ? options->output : options->input;
+  if (options->weight_store) {
+    snprintf(path, size, "%s", options->weight_store);
+    *reference = options->weight_store;
+    return true;
+  }
+  if (base == options->input) {
+    const char *slash = strrchr(base, '/');
+    base = slash ? slash + 1 : base;
+  }
+  const char *slash = strrchr(base, '/');
+  const char *dot = strrchr(base, '.');
+  size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - base) : strlen(base);
+  if ((size_t)snprintf(path, size, "%.*s.iqw", (int)stem, base) >= size)
+    return false;
+  const char *name = strrchr(path, '/');
+  *reference = name ? name + 1 : path;
+  return true;
+}
+
+/* Imports an ONNX model, then verifies, transforms and prints it like an
+ * MLIR input. `store_path` receives the weight store's path once it has
+ * been written, so the caller can remove it if a later step fails. */
+static bool process_onnx(MlirContext context, MlirPassManager pm, const options_t *options,
+                         const iq_onnx_model_t *model, output_buffer_t *output, char *store_path,
+                         size_t store_path_size) {
+  char path[4096];
+  const char *reference = NULL;
+  if (!weight_store_location(options, path, sizeof path, &reference)) {
+    fprintf(stderr, "iq-opt: error: the weight store path derived from '%s' is too long\n",
+            options->output);
+    return false;
+  }
+
+  iq_onnx_import_options_t import_options = {
+      .weight_store_path = path,
+      .weight_store_reference = reference,
+      .inline_limit_bytes = IQ_ONNX_DEFAULT_INLINE_LIMIT,
+  };
+  iq_error_t *error = NULL;
+  MlirModule module = iq_onnx_import(context, model, &import_options, &error);
+  if (mlirModuleIsNull(module)) {
+    iq_error_print(error, "iq-opt", stderr);
+    iq_error_destroy(error);
+    return false;
+  }
+  snprintf(store_path, store_path_size, "%s", path);
+  iq_log(IQ_LOG_INFO, "wrote the weights to %s", path);
+  /* Passes that read weights resolve the module's reference from here. */
+  set_base_dir_of(options->weight_store || strcmp(options->output, "-") == 0 ? "." : path, true);
+
+  MlirOperation root = mlirModuleGetOperation(module);
+  bool ok = iq_verify(root);
+  if (ok && !mlirPassManagerIsNull(pm))
+    ok = mlirLogicalResultIsSuccess(mlirPassManagerRunOnOp(pm, root)) && iq_verify(root);
+  if (ok)
+    print_module(root, options, output);
+  mlirModuleDestroy(module);
+  return ok;
+}
+
 static bool process_input(MlirContext context, MlirPassManager pm, const options_t *options,
                           const char *source, size_t source_length, output_buffer_t *output) {
+  set_base_dir_of(strcmp(options->input, "-") == 0 ? "." : options->input,
+                  strcmp(options->input, "-") != 0);
   if (!options->split_marker)
     return process_chunk(context, pm, options, source, source_length, 1, output);
 
@@ -412,24 +512,38 @@ static int run(int argc, char **argv) {
     return status < 0 ? 0 : status;
   }
 
-  if (strlen(options.input) > 5 && strcmp(options.input + strlen(options.input) - 5, ".onnx") == 0) {
-    fprintf(stderr, "iq-opt: error: '%s' is an ONNX model, but this build of iq-opt reads only "
-                    "MLIR (.mlir) input\n", options.input);
+  bool onnx_input = ends_with(options.input, ".onnx");
+  if (onnx_input && (options.split_marker || options.verify_diagnostics)) {
     free(options.flag_pipeline);
-    return 1;
+    return usage_error("%s apply to MLIR input, not to an ONNX model",
+                       "--split-input-file and --verify-diagnostics");
+  }
+  if (!onnx_input && options.weight_store) {
+    free(options.flag_pipeline);
+    return usage_error("%s applies to ONNX input only", "--weight-store");
   }
 
   iq_error_t *error = NULL;
   size_t source_length = 0;
-  char *source = iq_read_text_file(options.input, &source_length, &error);
-  if (!source) {
+  char *source = NULL;
+  iq_onnx_model_t *model = NULL;
+  if (onnx_input) {
+    model = iq_onnx_model_load(options.input, &error);
+    if (model)
+      iq_log(IQ_LOG_INFO, "loaded %s: %zu nodes, %zu initializers", options.input,
+             model->num_nodes, model->num_initializers);
+  } else {
+    source = iq_read_text_file(options.input, &source_length, &error);
+  }
+  if (!source && !model) {
     iq_error_print(error, "iq-opt", stderr);
     iq_error_destroy(error);
     free(options.flag_pipeline);
     return 1;
   }
 
-  iq_log(IQ_LOG_INFO, "read %zu bytes from %s", source_length, options.input);
+  if (source)
+    iq_log(IQ_LOG_INFO, "read %zu bytes from %s", source_length, options.input);
   mlirRegisterAllPasses();
   MlirContext context = iq_context_create();
   if (mlirContextIsNull(context)) {
@@ -462,12 +576,16 @@ static int run(int argc, char **argv) {
 
   output_buffer_t output = {0};
   bool processed = false;
+  char store_path[4096] = "";
   if (ok) {
     diagnostic_collector_t collector = {.file_name = options.input,
                                         .verify_mode = options.verify_diagnostics};
     MlirDiagnosticHandlerID handler =
         mlirContextAttachDiagnosticHandler(context, diagnostic_collector_handle, &collector, NULL);
-    processed = process_input(context, pm, &options, source, source_length, &output);
+    if (model)
+      processed = process_onnx(context, pm, &options, model, &output, store_path, sizeof store_path);
+    else
+      processed = process_input(context, pm, &options, source, source_length, &output);
     mlirContextDetachDiagnosticHandler(context, handler);
     if (options.verify_diagnostics)
       processed = diagnostic_collector_verify(&collector, source, source_length);
@@ -489,10 +607,14 @@ static int run(int argc, char **argv) {
 
   if (ok && processed)
     iq_log(IQ_LOG_INFO, "wrote %zu bytes to %s", output.length, options.output);
+  /* The weight store belongs to the output: without one, remove it. */
+  if (!(ok && processed) && *store_path)
+    unlink(store_path);
   free(output.data);
   if (!mlirPassManagerIsNull(pm))
     mlirPassManagerDestroy(pm);
   iq_context_destroy(context);
+  iq_onnx_model_destroy(model);
   free(source);
   free(options.flag_pipeline);
   return ok && processed ? 0 : exit_code;
