@@ -166,6 +166,12 @@ iq_onnx_model_t *iq_onnx_model_load_buffer(const uint8_t *data, size_t size, con
 
 void iq_onnx_model_destroy(iq_onnx_model_t *model);
 
+/* Drops the resident pages of an external tensor's mapping once a caller
+ * has copied its bytes elsewhere, so that streaming a large model through
+ * memory does not keep it resident. A later read maps the pages again from
+ * the file. Does nothing for inline tensors. */
+void iq_onnx_tensor_release_pages(const iq_onnx_tensor_t *tensor);
+
 /* Returns the initializer called `name`, or NULL. */
 const iq_onnx_tensor_t *iq_onnx_model_find_initializer(const iq_onnx_model_t *model,
                                                        const char *name);

@@ -187,6 +187,7 @@ static bool import_tensor(importer_t *im, const iq_onnx_tensor_t *tensor, const 
                                   (uint32_t)tensor->rank, tensor->dims, tensor->data,
                                   tensor->byte_size, im->error))
     return false;
+  iq_onnx_tensor_release_pages(tensor);
   MlirNamedAttribute attributes[] = {
       iq_named(im->context, "name", iq_string_attr(im->context, store_name)),
       iq_named(im->context, "transposed", iq_bool_attr(im->context, false)),

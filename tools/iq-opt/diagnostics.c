@@ -58,11 +58,25 @@ static diagnostic_kind_t kind_of(MlirDiagnosticSeverity severity) {
 
 /* Finds the first file:line:col in a printed location such as
  * loc("x.mlir":3:8) or loc(callsite("a":1:2 at "b":5:6)). */
-static void parse_location(MlirLocation location, long *line, long *column) {
+static void parse_location(MlirLocation location, long *line, long *column, char **node) {
   text_buffer_t text = {0};
   mlirLocationPrint(location, append_text, &text);
   *line = 0;
   *column = 0;
+  *node = NULL;
+  /* The importer gives each op a name location, loc("NODE"("model":0:0)). */
+  if (text.data && strncmp(text.data, "loc(\"", 5) == 0) {
+    const char *start = text.data + 5, *end = start;
+    while (*end && *end != '"')
+      end += end[0] == '\\' && end[1] ? 2 : 1;
+    if (end[0] == '"' && end[1] == '(') {
+      *node = malloc((size_t)(end - start) + 1);
+      if (*node) {
+        memcpy(*node, start, (size_t)(end - start));
+        (*node)[end - start] = '\0';
+      }
+    }
+  }
   for (const char *p = text.data; p && *p; ++p) {
     if (p[0] == '"' && p[1] == ':' && isdigit((unsigned char)p[2])) {
       char *end;
@@ -84,6 +98,9 @@ static void print_record(const diagnostic_collector_t *collector, const diagnost
   if (record->line > 0)
     fprintf(stderr, "%s:%ld:%ld: %s: %s%s\n", shown_name(collector), record->line, record->column,
             kind_name(record->kind), prefix, record->message);
+  else if (record->node)
+    fprintf(stderr, "%s: %s: %snode '%s': %s\n", shown_name(collector), kind_name(record->kind),
+            prefix, record->node, record->message);
   else
     fprintf(stderr, "%s: %s: %s%s\n", shown_name(collector), kind_name(record->kind), prefix,
             record->message);
@@ -91,7 +108,7 @@ static void print_record(const diagnostic_collector_t *collector, const diagnost
 
 static void add_record(diagnostic_collector_t *collector, MlirDiagnostic diagnostic) {
   diagnostic_record_t record = {.kind = kind_of(mlirDiagnosticGetSeverity(diagnostic))};
-  parse_location(mlirDiagnosticGetLocation(diagnostic), &record.line, &record.column);
+  parse_location(mlirDiagnosticGetLocation(diagnostic), &record.line, &record.column, &record.node);
   text_buffer_t message = {0};
   mlirDiagnosticPrint(diagnostic, append_text, &message);
   record.message = message.data ? message.data : calloc(1, 1);
@@ -101,6 +118,7 @@ static void add_record(diagnostic_collector_t *collector, MlirDiagnostic diagnos
   if (!collector->verify_mode) {
     print_record(collector, &record, "");
     free(record.message);
+    free(record.node);
     return;
   }
   if (collector->count == collector->capacity) {
@@ -108,6 +126,7 @@ static void add_record(diagnostic_collector_t *collector, MlirDiagnostic diagnos
     diagnostic_record_t *records = realloc(collector->records, capacity * sizeof *records);
     if (!records) {
       free(record.message);
+      free(record.node);
       return;
     }
     collector->records = records;
@@ -125,8 +144,10 @@ MlirLogicalResult diagnostic_collector_handle(MlirDiagnostic diagnostic, void *u
 }
 
 void diagnostic_collector_reset(diagnostic_collector_t *collector) {
-  for (size_t i = 0; i < collector->count; ++i)
+  for (size_t i = 0; i < collector->count; ++i) {
     free(collector->records[i].message);
+    free(collector->records[i].node);
+  }
   free(collector->records);
   collector->records = NULL;
   collector->count = collector->capacity = collector->error_count = 0;

@@ -21,6 +21,7 @@ typedef struct diagnostic_record {
   long line; /* 1-based line in the input file, or 0 when unknown */
   long column;
   char *message;
+  char *node; /* the ONNX node an imported op came from, or NULL */
 } diagnostic_record_t;
 
 /* Collects the diagnostics of one input file. In verify mode they are kept
