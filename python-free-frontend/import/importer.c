@@ -285,9 +285,6 @@ static bool import_node(importer_t *im, const iq_onnx_node_t *node, size_t index
                         "those ops or file an issue for this one",
                         "iq cannot import op '%s' of domain '%s'", node->op_type,
                         *node->domain ? node->domain : "ai.onnx");
-  if (op_is(node, "Constant") && !*node->domain)
-    return import_constant_node(im, node, index);
-
   /* Trailing omitted inputs are the same as absent ones. */
   size_t num_inputs = node->num_inputs;
   while (num_inputs > 0 && !*node->inputs[num_inputs - 1])
@@ -302,6 +299,9 @@ static bool import_node(importer_t *im, const iq_onnx_node_t *node, size_t index
     return iq_error_set(im->error, im->model->path, label, "check the model against the ONNX spec",
                         "has %zu outputs; %s has %d to %d", num_outputs, node->op_type,
                         info->min_outputs, info->max_outputs);
+  /* After the count checks, which guarantee the Constant's one output. */
+  if (op_is(node, "Constant") && !*node->domain)
+    return import_constant_node(im, node, index);
 
   MlirValue operands[64];
   MlirType result_types[8];
@@ -348,6 +348,22 @@ static bool import_node(importer_t *im, const iq_onnx_node_t *node, size_t index
 
 /* ---- The function ------------------------------------------------------- */
 
+/* Returns true when tensor.cast accepts a cast between the shapes of two
+ * tensor types: either is unranked, or both have the same rank and every
+ * pair of static dimensions is equal. */
+static bool shapes_are_cast_compatible(MlirType a, MlirType b) {
+  if (!mlirTypeIsARankedTensor(a) || !mlirTypeIsARankedTensor(b))
+    return true;
+  intptr_t rank = mlirShapedTypeGetRank(a);
+  if (rank != mlirShapedTypeGetRank(b))
+    return false;
+  for (intptr_t d = 0; d < rank; ++d)
+    if (!mlirShapedTypeIsDynamicDim(a, d) && !mlirShapedTypeIsDynamicDim(b, d) &&
+        mlirShapedTypeGetDimSize(a, d) != mlirShapedTypeGetDimSize(b, d))
+      return false;
+  return true;
+}
+
 /* Returns `value` with the declared output type, through tensor.cast when
  * the import inferred a less precise one. */
 static bool output_value(importer_t *im, const iq_onnx_value_info_t *info, MlirType declared,
@@ -360,11 +376,17 @@ static bool output_value(importer_t *im, const iq_onnx_value_info_t *info, MlirT
     return iq_error_set(im->error, im->model->path, info->name,
                         "fix the output's declared type in the graph",
                         "graph output is declared with an element type its producer does not have");
+  /* mlirOperationCreate does not verify, so an incompatible cast would be
+   * built and only fail verification later. */
+  if (!shapes_are_cast_compatible(actual, declared))
+    return iq_error_set(im->error, im->model->path, info->name,
+                        "fix the output's declared shape in the graph",
+                        "graph output's declared shape does not match its producer");
   MlirOperation cast = iq_build(&im->builder, "tensor.cast", im->model_location, 1, value, 1,
                                 &declared, 0, NULL);
   if (mlirOperationIsNull(cast))
     return iq_error_set(im->error, im->model->path, info->name, NULL,
-                        "graph output's declared shape does not match its producer");
+                        "cannot build the cast to the output's declared type");
   *value = iq_result(cast, 0);
   return true;
 }

@@ -1,0 +1,57 @@
+/* The private interface between the code iq-compile emits and the C
+ * runtime linked beside it in the same library. Users never see it; they
+ * use iq_runtime.h.
+ *
+ * The emitted object defines two symbols:
+ *
+ *   const char iq_model_metadata[];   NUL-terminated text, described below
+ *   void iq_model_forward(uint64_t *slots);
+ *
+ * Metadata, one record per line, fields separated by single spaces:
+ *
+ *   iq-model 1
+ *   target x86_64-linux-gnu
+ *   quantization none
+ *   config LAYERS HIDDEN HEADS KV_HEADS HEAD_DIM FFN VOCAB THETA EPSILON
+ *   cache f32
+ *   weight INDEX NAME DTYPE TRANSPOSED RANK DIM...
+ *   end
+ *
+ * DTYPE is an iq_dtype_t name of weight_store.h ("f32", "f16", ...);
+ * TRANSPOSED is 0 or 1; weight INDEX counts from 0 in slot order.
+ *
+ * iq_model_forward reads its arguments from `slots`, an array of 64-bit
+ * values (pointers stored as integers):
+ *
+ *   slots[0]  batch size (1)
+ *   slots[1]  tokens in this call, T
+ *   slots[2]  cache capacity in positions, C
+ *   slots[3]  int64_t token ids [batch, T]
+ *   slots[4]  int64_t positions [batch, T]
+ *   slots[5]  float logits [batch, T, vocab]
+ *   slots[6 + 2l], slots[7 + 2l]  float key and value cache of layer l,
+ *             [batch, kv_heads, C, head_dim], updated in place
+ *   slots[6 + 2L + i]  weight i, as laid out in the weight store
+ *
+ * Attention at position p reads cache entries 0 .. p, so the runtime keeps
+ * entries below the first position of a call valid.
+ */
+#ifndef IQ_COMPILED_H
+#define IQ_COMPILED_H
+
+#include <stdint.h>
+
+#define IQ_COMPILED_METADATA_VERSION 1
+#define IQ_SLOT_BATCH 0
+#define IQ_SLOT_TOKENS 1
+#define IQ_SLOT_CAPACITY 2
+#define IQ_SLOT_IDS 3
+#define IQ_SLOT_POSITIONS 4
+#define IQ_SLOT_LOGITS 5
+#define IQ_SLOT_CACHES 6
+#define IQ_SLOT_FIRST_WEIGHT(layers) (IQ_SLOT_CACHES + 2 * (layers))
+
+extern const char iq_model_metadata[];
+void iq_model_forward(uint64_t *slots);
+
+#endif /* IQ_COMPILED_H */

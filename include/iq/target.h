@@ -1,0 +1,49 @@
+/* Code generation for a target: from a module in the LLVM dialect to LLVM
+ * IR, assembly or an object file, and linking objects with the runtime
+ * into a shared library. */
+#ifndef IQ_TARGET_H
+#define IQ_TARGET_H
+
+#include <stdbool.h>
+
+#include "mlir-c/IR.h"
+
+#include "iq/support.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum iq_emit_kind {
+  IQ_EMIT_LLVM_IR,
+  IQ_EMIT_ASSEMBLY,
+  IQ_EMIT_OBJECT,
+} iq_emit_kind_t;
+
+typedef struct iq_target_options {
+  const char *triple;   /* "x86_64-linux-gnu" or "aarch64-linux-gnu" */
+  const char *cpu;      /* "" for the triple's generic CPU */
+  const char *features; /* "+avx2,+fma", "" for none */
+} iq_target_options_t;
+
+/* Returns the LLVM triple iq uses for a target name, or NULL when iq does
+ * not support it. */
+const char *iq_target_llvm_triple(const char *target);
+
+/* Translates `module` (LLVM dialect only) to LLVM IR, optimizes it at O3
+ * for the target machine and writes `kind` to `path`. */
+bool iq_target_emit(MlirOperation module, const iq_target_options_t *options,
+                    iq_emit_kind_t kind, const char *path, iq_error_t **error);
+
+/* Links `object` with the target's runtime archive into the shared
+ * library `output`, using the target's C compiler driver as linker
+ * (cc, or aarch64-linux-gnu-gcc). `runtime_archive` is the path of
+ * libiq_runtime.a built for the target. */
+bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
+                           const char *output, iq_error_t **error);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IQ_TARGET_H */

@@ -1,0 +1,375 @@
+/* Float kernels as MLIR source. Loops are scf.for over memrefs; LLVM's
+ * loop vectorizer turns the inner loops into SIMD code, helped by
+ * `fastmath<fast>` on the reductions, which allows reassociating them.
+ * NOTE: these are the reference-quality float kernels; the int4 kernels
+ * of the quantized path are separate. */
+#include "Kernels.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void iq_kernel_set_free(iq_kernel_set_t *set) {
+  free(set->names);
+  set->names = NULL;
+  set->count = set->capacity = 0;
+}
+
+/* Returns true when `name` is new (and records it), false when a kernel of
+ * that name was already emitted or memory ran out. */
+static bool claim(iq_kernel_set_t *set, const char *name, iq_text_t *text) {
+  for (size_t i = 0; i < set->count; ++i)
+    if (strcmp(set->names[i], name) == 0)
+      return false;
+  if (set->count == set->capacity) {
+    size_t capacity = set->capacity ? set->capacity * 2 : 32;
+    void *grown = realloc(set->names, capacity * sizeof *set->names);
+    if (!grown) {
+      text->failed = true;
+      return false;
+    }
+    set->names = grown;
+    set->capacity = capacity;
+  }
+  snprintf(set->names[set->count++], IQ_KERNEL_NAME_SIZE, "%s", name);
+  return true;
+}
+
+/* Loads `source` (an element of type `type`) into `result` as f32. */
+static void load_f32(iq_text_t *text, const char *result, const char *source,
+                     const char *memref_type, const char *type) {
+  if (strcmp(type, "f32") == 0) {
+    iq_text_printf(text, "        %s = memref.load %s : %s\n", result, source, memref_type);
+  } else {
+    iq_text_printf(text, "        %s_raw = memref.load %s : %s\n", result, source, memref_type);
+    iq_text_printf(text, "        %s = arith.extf %s_raw : %s to f32\n", result, result, type);
+  }
+}
+
+/* Every kernel has internal linkage: the library exports only the
+ * runtime's interface and iq_model_forward. */
+static const char *prologue =
+    "    %c0 = arith.constant 0 : index\n"
+    "    %c1 = arith.constant 1 : index\n"
+    "    %zero = arith.constant 0.0 : f32\n";
+
+void iq_kernel_embedding(iq_text_t *text, iq_kernel_set_t *set, int64_t vocab, int64_t hidden,
+                         const char *weight_type, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_embedding_%lldx%lld_%s", (long long)vocab,
+           (long long)hidden, weight_type);
+  if (!claim(set, name, text))
+    return;
+  char table_type[96];
+  snprintf(table_type, sizeof table_type, "memref<%lldx%lldx%s>", (long long)vocab,
+           (long long)hidden, weight_type);
+  iq_text_printf(text,
+                 "  func.func private @%s(%%table: %s, %%ids: memref<1x?xi64>, "
+                 "%%y: memref<1x?x%lldxf32>) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+                 "    %%width = arith.constant %lld : index\n"
+                 "    %%tokens = memref.dim %%ids, %%c1 : memref<1x?xi64>\n"
+                 "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
+                 "      %%id64 = memref.load %%ids[%%c0, %%t] : memref<1x?xi64>\n"
+                 "      %%id = arith.index_cast %%id64 : i64 to index\n"
+                 "      scf.for %%h = %%c0 to %%width step %%c1 {\n",
+                 name, table_type, (long long)hidden, prologue, (long long)hidden);
+  load_f32(text, "%w", "%table[%id, %h]", table_type, weight_type);
+  iq_text_printf(text,
+                 "        memref.store %%w, %%y[%%c0, %%t, %%h] : memref<1x?x%lldxf32>\n"
+                 "      }\n    }\n    return\n  }\n",
+                 (long long)hidden);
+}
+
+void iq_kernel_rms_norm(iq_text_t *text, iq_kernel_set_t *set, int64_t width, double epsilon,
+                        const char *gain_type, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_rms_norm_%lld_%s_%08x", (long long)width,
+           gain_type ? gain_type : "none", (unsigned)(epsilon * 1e12));
+  if (!claim(set, name, text))
+    return;
+  char row_type[64], gain_memref[64];
+  snprintf(row_type, sizeof row_type, "memref<1x?x%lldxf32>", (long long)width);
+  snprintf(gain_memref, sizeof gain_memref, "memref<%lldx%s>", (long long)width,
+           gain_type ? gain_type : "f32");
+  iq_text_printf(text, "  func.func private @%s(%%x: %s, ", name, row_type);
+  if (gain_type)
+    iq_text_printf(text, "%%gain: %s, ", gain_memref);
+  iq_text_printf(text,
+                 "%%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+                 "    %%width = arith.constant %lld : index\n"
+                 "    %%count = arith.constant %lld.0 : f32\n"
+                 "    %%epsilon = arith.constant %.9e : f32\n"
+                 "    %%tokens = memref.dim %%x, %%c1 : %s\n"
+                 "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
+                 "      %%squares = scf.for %%h = %%c0 to %%width step %%c1 "
+                 "iter_args(%%sum = %%zero) -> (f32) {\n"
+                 "        %%v = memref.load %%x[%%c0, %%t, %%h] : %s\n"
+                 "        %%v2 = arith.mulf %%v, %%v fastmath<fast> : f32\n"
+                 "        %%next = arith.addf %%sum, %%v2 fastmath<fast> : f32\n"
+                 "        scf.yield %%next : f32\n"
+                 "      }\n"
+                 "      %%mean = arith.divf %%squares, %%count : f32\n"
+                 "      %%shifted = arith.addf %%mean, %%epsilon : f32\n"
+                 "      %%root = math.sqrt %%shifted : f32\n"
+                 "      %%one = arith.constant 1.0 : f32\n"
+                 "      %%inverse = arith.divf %%one, %%root : f32\n"
+                 "      scf.for %%h = %%c0 to %%width step %%c1 {\n"
+                 "        %%v = memref.load %%x[%%c0, %%t, %%h] : %s\n"
+                 "        %%n = arith.mulf %%v, %%inverse : f32\n",
+                 row_type, prologue, (long long)width, (long long)width, epsilon, row_type,
+                 row_type, row_type);
+  if (gain_type) {
+    load_f32(text, "%g", "%gain[%h]", gain_memref, gain_type);
+    iq_text_printf(text, "        %%o = arith.mulf %%n, %%g : f32\n");
+  } else {
+    iq_text_printf(text, "        %%o = arith.addf %%n, %%zero : f32\n");
+  }
+  iq_text_printf(text, "        memref.store %%o, %%y[%%c0, %%t, %%h] : %s\n"
+                       "      }\n    }\n    return\n  }\n",
+                 row_type);
+}
+
+void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
+                      const char *weight_type, bool stored_in_out, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_%lldx%lld_%s_%s", (long long)in, (long long)out,
+           weight_type, stored_in_out ? "kn" : "nk");
+  if (!claim(set, name, text))
+    return;
+  char x_type[64], y_type[64], w_type[96];
+  snprintf(x_type, sizeof x_type, "memref<1x?x%lldxf32>", (long long)in);
+  snprintf(y_type, sizeof y_type, "memref<1x?x%lldxf32>", (long long)out);
+  if (stored_in_out)
+    snprintf(w_type, sizeof w_type, "memref<%lldx%lldx%s>", (long long)in, (long long)out,
+             weight_type);
+  else
+    snprintf(w_type, sizeof w_type, "memref<%lldx%lldx%s>", (long long)out, (long long)in,
+             weight_type);
+  iq_text_printf(text,
+                 "  func.func private @%s(%%x: %s, %%w: %s, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+                 "    %%in = arith.constant %lld : index\n"
+                 "    %%out = arith.constant %lld : index\n"
+                 "    %%tokens = memref.dim %%x, %%c1 : %s\n"
+                 "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n",
+                 name, x_type, w_type, y_type, prologue, (long long)in, (long long)out, x_type);
+  if (stored_in_out) {
+    /* W is [in, out]: accumulate rows of W scaled by x, so the inner loop
+     * walks contiguous memory and needs no reassociation to vectorize. */
+    iq_text_printf(text,
+                   "      scf.for %%n = %%c0 to %%out step %%c1 {\n"
+                   "        memref.store %%zero, %%y[%%c0, %%t, %%n] : %s\n"
+                   "      }\n"
+                   "      scf.for %%k = %%c0 to %%in step %%c1 {\n"
+                   "        %%xv = memref.load %%x[%%c0, %%t, %%k] : %s\n"
+                   "        scf.for %%n = %%c0 to %%out step %%c1 {\n",
+                   y_type, x_type);
+    load_f32(text, "%wv", "%w[%k, %n]", w_type, weight_type);
+    iq_text_printf(text,
+                   "        %%acc = memref.load %%y[%%c0, %%t, %%n] : %s\n"
+                   "        %%p = arith.mulf %%xv, %%wv : f32\n"
+                   "        %%s = arith.addf %%acc, %%p : f32\n"
+                   "        memref.store %%s, %%y[%%c0, %%t, %%n] : %s\n"
+                   "        }\n      }\n",
+                   y_type, y_type);
+  } else {
+    iq_text_printf(text,
+                   "      scf.for %%n = %%c0 to %%out step %%c1 {\n"
+                   "        %%dot = scf.for %%k = %%c0 to %%in step %%c1 "
+                   "iter_args(%%sum = %%zero) -> (f32) {\n"
+                   "        %%xv = memref.load %%x[%%c0, %%t, %%k] : %s\n",
+                   x_type);
+    load_f32(text, "%wv", "%w[%n, %k]", w_type, weight_type);
+    iq_text_printf(text,
+                   "        %%p = arith.mulf %%xv, %%wv fastmath<fast> : f32\n"
+                   "        %%s = arith.addf %%sum, %%p fastmath<fast> : f32\n"
+                   "        scf.yield %%s : f32\n"
+                   "        }\n"
+                   "        memref.store %%dot, %%y[%%c0, %%t, %%n] : %s\n"
+                   "      }\n",
+                   y_type);
+  }
+  iq_text_printf(text, "    }\n    return\n  }\n");
+}
+
+void iq_kernel_rope(iq_text_t *text, iq_kernel_set_t *set, int64_t width, int64_t head_dim,
+                    bool interleaved, const char *frequencies, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_rope_%lld_%lld_%s_%s", (long long)width,
+           (long long)head_dim, interleaved ? "pairs" : "halves", frequencies);
+  if (!claim(set, name, text))
+    return;
+  int64_t half = head_dim / 2;
+  char row_type[64], table_type[64];
+  snprintf(row_type, sizeof row_type, "memref<1x?x%lldxf32>", (long long)width);
+  snprintf(table_type, sizeof table_type, "memref<%lldxf32>", (long long)half);
+  iq_text_printf(
+      text,
+      "  func.func private @%s(%%x: %s, %%positions: memref<1x?xi64>, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+      "    %%heads = arith.constant %lld : index\n"
+      "    %%half = arith.constant %lld : index\n"
+      "    %%head_dim = arith.constant %lld : index\n"
+      "    %%table = memref.get_global @%s : %s\n"
+      "    %%tokens = memref.dim %%x, %%c1 : %s\n"
+      "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
+      "      %%p64 = memref.load %%positions[%%c0, %%t] : memref<1x?xi64>\n"
+      "      %%p = arith.sitofp %%p64 : i64 to f32\n"
+      "      scf.for %%i = %%c0 to %%half step %%c1 {\n"
+      "        %%frequency = memref.load %%table[%%i] : %s\n"
+      "        %%angle = arith.mulf %%p, %%frequency : f32\n"
+      "        %%cos = math.cos %%angle : f32\n"
+      "        %%sin = math.sin %%angle : f32\n"
+      "        scf.for %%h = %%c0 to %%heads step %%c1 {\n"
+      "          %%base = arith.muli %%h, %%head_dim : index\n",
+      name, row_type, row_type, prologue, (long long)(width / head_dim), (long long)half,
+      (long long)head_dim, frequencies, table_type, row_type, table_type);
+  if (interleaved)
+    iq_text_printf(text, "          %%i2 = arith.addi %%i, %%i : index\n"
+                         "          %%first = arith.addi %%base, %%i2 : index\n"
+                         "          %%second = arith.addi %%first, %%c1 : index\n");
+  else
+    iq_text_printf(text, "          %%first = arith.addi %%base, %%i : index\n"
+                         "          %%second = arith.addi %%first, %%half : index\n");
+  iq_text_printf(text,
+                 "          %%a = memref.load %%x[%%c0, %%t, %%first] : %s\n"
+                 "          %%b = memref.load %%x[%%c0, %%t, %%second] : %s\n"
+                 "          %%ac = arith.mulf %%a, %%cos : f32\n"
+                 "          %%bs = arith.mulf %%b, %%sin : f32\n"
+                 "          %%bc = arith.mulf %%b, %%cos : f32\n"
+                 "          %%as = arith.mulf %%a, %%sin : f32\n"
+                 "          %%ra = arith.subf %%ac, %%bs : f32\n"
+                 "          %%rb = arith.addf %%bc, %%as : f32\n"
+                 "          memref.store %%ra, %%y[%%c0, %%t, %%first] : %s\n"
+                 "          memref.store %%rb, %%y[%%c0, %%t, %%second] : %s\n"
+                 "        }\n      }\n    }\n    return\n  }\n",
+                 row_type, row_type, row_type, row_type);
+}
+
+void iq_kernel_attention(iq_text_t *text, iq_kernel_set_t *set, int64_t heads, int64_t kv_heads,
+                         int64_t head_dim, double scale, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_attention_%lld_%lld_%lld", (long long)heads,
+           (long long)kv_heads, (long long)head_dim);
+  if (!claim(set, name, text))
+    return;
+  char q_type[64], kv_type[64], cache_type[64];
+  snprintf(q_type, sizeof q_type, "memref<1x?x%lldxf32>", (long long)(heads * head_dim));
+  snprintf(kv_type, sizeof kv_type, "memref<1x?x%lldxf32>", (long long)(kv_heads * head_dim));
+  snprintf(cache_type, sizeof cache_type, "memref<1x%lldx?x%lldxf32>", (long long)kv_heads,
+           (long long)head_dim);
+  iq_text_printf(
+      text,
+      "  func.func private @%s(%%q: %s, %%k: %s, %%v: %s, %%k_cache: %s, %%v_cache: %s, "
+      "%%positions: memref<1x?xi64>, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+      "    %%c2 = arith.constant 2 : index\n"
+      "    %%heads = arith.constant %lld : index\n"
+      "    %%kv_heads = arith.constant %lld : index\n"
+      "    %%head_dim = arith.constant %lld : index\n"
+      "    %%group = arith.constant %lld : index\n"
+      "    %%scale = arith.constant %.9e : f32\n"
+      "    %%lowest = arith.constant 0xFF800000 : f32\n"
+      "    %%one = arith.constant 1.0 : f32\n"
+      "    %%tokens = memref.dim %%q, %%c1 : %s\n"
+      "    %%capacity = memref.dim %%k_cache, %%c2 : %s\n",
+      name, q_type, kv_type, kv_type, cache_type, cache_type, q_type, prologue, (long long)heads,
+      (long long)kv_heads, (long long)head_dim, (long long)(heads / kv_heads), scale, q_type,
+      cache_type);
+  /* Store this call's keys and values at their positions first, so each
+   * query sees every entry up to its own position. */
+  iq_text_printf(
+      text,
+      "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
+      "      %%p64 = memref.load %%positions[%%c0, %%t] : memref<1x?xi64>\n"
+      "      %%p = arith.index_cast %%p64 : i64 to index\n"
+      "      scf.for %%kh = %%c0 to %%kv_heads step %%c1 {\n"
+      "        %%base = arith.muli %%kh, %%head_dim : index\n"
+      "        scf.for %%d = %%c0 to %%head_dim step %%c1 {\n"
+      "          %%column = arith.addi %%base, %%d : index\n"
+      "          %%kv = memref.load %%k[%%c0, %%t, %%column] : %s\n"
+      "          %%vv = memref.load %%v[%%c0, %%t, %%column] : %s\n"
+      "          memref.store %%kv, %%k_cache[%%c0, %%kh, %%p, %%d] : %s\n"
+      "          memref.store %%vv, %%v_cache[%%c0, %%kh, %%p, %%d] : %s\n"
+      "        }\n      }\n    }\n",
+      kv_type, kv_type, cache_type, cache_type);
+  iq_text_printf(
+      text,
+      "    %%scores = memref.alloc(%%capacity) : memref<?xf32>\n"
+      "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
+      "      %%p64 = memref.load %%positions[%%c0, %%t] : memref<1x?xi64>\n"
+      "      %%p = arith.index_cast %%p64 : i64 to index\n"
+      "      %%length = arith.addi %%p, %%c1 : index\n"
+      "      scf.for %%h = %%c0 to %%heads step %%c1 {\n"
+      "        %%kh = arith.divui %%h, %%group : index\n"
+      "        %%q_base = arith.muli %%h, %%head_dim : index\n"
+      "        %%max = scf.for %%j = %%c0 to %%length step %%c1 iter_args(%%m = %%lowest) -> (f32) {\n"
+      "          %%dot = scf.for %%d = %%c0 to %%head_dim step %%c1 iter_args(%%sum = %%zero) -> (f32) {\n"
+      "            %%column = arith.addi %%q_base, %%d : index\n"
+      "            %%qv = memref.load %%q[%%c0, %%t, %%column] : %s\n"
+      "            %%kv = memref.load %%k_cache[%%c0, %%kh, %%j, %%d] : %s\n"
+      "            %%product = arith.mulf %%qv, %%kv fastmath<fast> : f32\n"
+      "            %%next = arith.addf %%sum, %%product fastmath<fast> : f32\n"
+      "            scf.yield %%next : f32\n"
+      "          }\n"
+      "          %%score = arith.mulf %%dot, %%scale : f32\n"
+      "          memref.store %%score, %%scores[%%j] : memref<?xf32>\n"
+      "          %%larger = arith.maximumf %%m, %%score : f32\n"
+      "          scf.yield %%larger : f32\n"
+      "        }\n"
+      "        %%total = scf.for %%j = %%c0 to %%length step %%c1 iter_args(%%sum = %%zero) -> (f32) {\n"
+      "          %%score = memref.load %%scores[%%j] : memref<?xf32>\n"
+      "          %%shifted = arith.subf %%score, %%max : f32\n"
+      "          %%weight = math.exp %%shifted : f32\n"
+      "          memref.store %%weight, %%scores[%%j] : memref<?xf32>\n"
+      "          %%next = arith.addf %%sum, %%weight : f32\n"
+      "          scf.yield %%next : f32\n"
+      "        }\n"
+      "        %%inverse = arith.divf %%one, %%total : f32\n"
+      "        scf.for %%d = %%c0 to %%head_dim step %%c1 {\n"
+      "          %%mixed = scf.for %%j = %%c0 to %%length step %%c1 iter_args(%%sum = %%zero) -> (f32) {\n"
+      "            %%weight = memref.load %%scores[%%j] : memref<?xf32>\n"
+      "            %%vv = memref.load %%v_cache[%%c0, %%kh, %%j, %%d] : %s\n"
+      "            %%product = arith.mulf %%weight, %%vv fastmath<fast> : f32\n"
+      "            %%next = arith.addf %%sum, %%product fastmath<fast> : f32\n"
+      "            scf.yield %%next : f32\n"
+      "          }\n"
+      "          %%normalized = arith.mulf %%mixed, %%inverse : f32\n"
+      "          %%column = arith.addi %%q_base, %%d : index\n"
+      "          memref.store %%normalized, %%y[%%c0, %%t, %%column] : %s\n"
+      "        }\n      }\n    }\n"
+      "    memref.dealloc %%scores : memref<?xf32>\n"
+      "    return\n  }\n",
+      q_type, cache_type, cache_type, q_type);
+}
+
+static void elementwise(iq_text_t *text, const char *name, int64_t width, const char *body) {
+  char row_type[64];
+  snprintf(row_type, sizeof row_type, "memref<1x?x%lldxf32>", (long long)width);
+  iq_text_printf(text,
+                 "  func.func private @%s(%%a: %s, %%b: %s, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+                 "    %%one = arith.constant 1.0 : f32\n"
+                 "    %%width = arith.constant %lld : index\n"
+                 "    %%tokens = memref.dim %%a, %%c1 : %s\n"
+                 "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
+                 "      scf.for %%h = %%c0 to %%width step %%c1 {\n"
+                 "        %%x = memref.load %%a[%%c0, %%t, %%h] : %s\n"
+                 "        %%z = memref.load %%b[%%c0, %%t, %%h] : %s\n"
+                 "%s"
+                 "        memref.store %%r, %%y[%%c0, %%t, %%h] : %s\n"
+                 "      }\n    }\n    return\n  }\n",
+                 name, row_type, row_type, row_type, prologue, (long long)width, row_type, row_type,
+                 row_type, body, row_type);
+}
+
+void iq_kernel_silu_mul(iq_text_t *text, iq_kernel_set_t *set, int64_t width, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_silu_mul_%lld", (long long)width);
+  if (!claim(set, name, text))
+    return;
+  elementwise(text, name, width,
+              "        %neg = arith.negf %x : f32\n"
+              "        %e = math.exp %neg : f32\n"
+              "        %d = arith.addf %one, %e : f32\n"
+              "        %s = arith.divf %x, %d : f32\n"
+              "        %r = arith.mulf %s, %z : f32\n");
+}
+
+void iq_kernel_add(iq_text_t *text, iq_kernel_set_t *set, int64_t width, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_add_%lld", (long long)width);
+  if (!claim(set, name, text))
+    return;
+  elementwise(text, name, width, "        %r = arith.addf %x, %z : f32\n");
+}

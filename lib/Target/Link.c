@@ -1,0 +1,53 @@
+/* Linking an emitted object with the runtime into a shared library, with
+ * the target's C compiler driver (it knows the C library and crt files of
+ * the target, which a bare ld.lld would have to be told). */
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "iq/target.h"
+
+extern char **environ;
+
+bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
+                           const char *output, iq_error_t **error) {
+  const char *driver = NULL;
+  if (strcmp(target, "x86_64-linux-gnu") == 0)
+    driver = "cc";
+  else if (strcmp(target, "aarch64-linux-gnu") == 0)
+    driver = "aarch64-linux-gnu-gcc";
+  else
+    return iq_error_set(error, NULL, "--target", NULL, "unsupported target '%s'", target);
+
+  /* The runtime's exported functions are the library's interface; -lm is
+   * for the libm calls (expf, cosf, sinf) the kernels make. */
+  /* --whole-archive: nothing in the object calls the runtime, whose
+   * functions must all be in the library for its users. */
+  char *const arguments[] = {(char *)driver,
+                             "-shared",
+                             "-o",
+                             (char *)output,
+                             (char *)object,
+                             "-Wl,--whole-archive",
+                             (char *)runtime_archive,
+                             "-Wl,--no-whole-archive",
+                             "-lm",
+                             "-Wl,-z,noexecstack",
+                             NULL};
+  pid_t pid;
+  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
+  if (status != 0)
+    return iq_error_set(error, NULL, driver,
+                        "install the target's C compiler (scripts/setup.sh installs gcc and "
+                        "gcc-aarch64-linux-gnu)",
+                        "cannot run the linker: %s", strerror(status));
+  if (waitpid(pid, &status, 0) < 0)
+    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
+                        strerror(errno));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return iq_error_set(error, output, driver, "the linker's messages above say why",
+                        "linking the shared library failed");
+  return true;
+}

@@ -1,0 +1,377 @@
+/* iq-compile: an ONNX model (or iq MLIR) to a shared library with the
+ * runtime ABI of iq_runtime.h, plus its weight file beside it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "llvm-c/Core.h"
+#include "llvm-c/TargetMachine.h"
+#include "mlir-c/BuiltinAttributes.h"
+#include "mlir-c/Diagnostics.h"
+#include "mlir-c/IR.h"
+#include "mlir-c/Pass.h"
+#include "mlir-c/RegisterEverything.h"
+
+#include "iq/conversion.h"
+#include "iq/ir.h"
+#include "iq/onnx.h"
+#include "iq/onnx_import.h"
+#include "iq/passes.h"
+#include "iq/support.h"
+#include "iq/target.h"
+
+#define EXIT_USAGE 2
+
+typedef enum emit_stage { EMIT_LIBRARY, EMIT_MLIR, EMIT_LLVM, EMIT_ASM, EMIT_OBJ } emit_stage_t;
+
+typedef struct options {
+  const char *input, *output, *target, *cpu, *features, *quant, *runtime;
+  emit_stage_t emit;
+} options_t;
+
+static void print_usage(FILE *stream) {
+  fputs("Usage: iq-compile MODEL.onnx|MODEL.mlir -o OUTPUT [options]\n"
+        "\n"
+        "Compiles a LLaMA-family model to a shared library with the C interface of\n"
+        "iq_runtime.h, and writes its weights beside it (libmodel.so -> libmodel.iqw).\n"
+        "\n"
+        "Options:\n"
+        "  -o FILE                  the library (or, with --emit, the stage's output)\n"
+        "  --target=TRIPLE          x86_64-linux-gnu (default on x86-64) or aarch64-linux-gnu\n"
+        "  --cpu=NAME               LLVM CPU name; default: this machine's CPU when compiling\n"
+        "                           for it, else a generic CPU of the target\n"
+        "  --features=LIST          LLVM target features, e.g. +avx2,+fma\n"
+        "  --quant=none             weight and activation precision (only float32 'none' for now)\n"
+        "  --emit=STAGE             stop after a stage: mlir (kernel-level MLIR), llvm (LLVM IR),\n"
+        "                           asm (assembly) or obj (object file)\n"
+        "  --runtime=FILE           the target's libiq_runtime.a (default: found beside iq-compile)\n"
+        "  --help                   show this help\n",
+        stream);
+}
+
+static int usage_error(const char *format, const char *argument) {
+  fputs("iq-compile: error: ", stderr);
+  fprintf(stderr, format, argument);
+  fputs("; see iq-compile --help\n", stderr);
+  return EXIT_USAGE;
+}
+
+static int parse_arguments(int argc, char **argv, options_t *o) {
+  for (int i = 1; i < argc; ++i) {
+    const char *arg = argv[i];
+    if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+      print_usage(stdout);
+      return -1;
+    } else if (strcmp(arg, "-o") == 0) {
+      if (++i == argc)
+        return usage_error("%s needs a file name", "-o");
+      o->output = argv[i];
+    } else if (strncmp(arg, "--target=", 9) == 0) {
+      o->target = arg + 9;
+    } else if (strncmp(arg, "--cpu=", 6) == 0) {
+      o->cpu = arg + 6;
+    } else if (strncmp(arg, "--features=", 11) == 0) {
+      o->features = arg + 11;
+    } else if (strncmp(arg, "--quant=", 8) == 0) {
+      o->quant = arg + 8;
+    } else if (strncmp(arg, "--runtime=", 10) == 0) {
+      o->runtime = arg + 10;
+    } else if (strncmp(arg, "--emit=", 7) == 0) {
+      const char *stage = arg + 7;
+      if (strcmp(stage, "mlir") == 0)
+        o->emit = EMIT_MLIR;
+      else if (strcmp(stage, "llvm") == 0)
+        o->emit = EMIT_LLVM;
+      else if (strcmp(stage, "asm") == 0)
+        o->emit = EMIT_ASM;
+      else if (strcmp(stage, "obj") == 0)
+        o->emit = EMIT_OBJ;
+      else
+        return usage_error("invalid --emit '%s'; use mlir, llvm, asm or obj", stage);
+    } else if (arg[0] == '-') {
+      return usage_error("unknown option '%s'", arg);
+    } else if (o->input) {
+      return usage_error("more than one input ('%s')", arg);
+    } else {
+      o->input = arg;
+    }
+  }
+  if (!o->input)
+    return usage_error("%s", "no input model given");
+  if (!o->output)
+    return usage_error("%s", "no output given (-o libmodel.so)");
+  if (!iq_target_llvm_triple(o->target))
+    return usage_error("unsupported --target '%s'; use x86_64-linux-gnu or aarch64-linux-gnu",
+                       o->target);
+  if (strcmp(o->quant, "none") != 0)
+    return usage_error("--quant=%s is not available yet: this build compiles float32 models "
+                       "only (--quant=none)",
+                       o->quant);
+  return 0;
+}
+
+/* ---- Diagnostics ----------------------------------------------------------- */
+
+static void print_text(MlirStringRef text, void *user_data) {
+  fwrite(text.data, 1, text.length, (FILE *)user_data);
+}
+
+static MlirLogicalResult print_diagnostic(MlirDiagnostic diagnostic, void *user_data) {
+  const char *input = user_data;
+  fprintf(stderr, "%s: %s: ", input,
+          mlirDiagnosticGetSeverity(diagnostic) == MlirDiagnosticError ? "error" : "note");
+  mlirDiagnosticPrint(diagnostic, print_text, stderr);
+  fputc('\n', stderr);
+  return mlirLogicalResultSuccess();
+}
+
+/* ---- Steps ------------------------------------------------------------------ */
+
+static bool ends_with(const char *text, const char *suffix) {
+  size_t length = strlen(text), suffix_length = strlen(suffix);
+  return length >= suffix_length && strcmp(text + length - suffix_length, suffix) == 0;
+}
+
+/* OUTPUT with its extension replaced by `extension` (libmodel.so ->
+ * libmodel.iqw). */
+static void replace_extension(const char *path, const char *extension, char *out, size_t size) {
+  const char *slash = strrchr(path, '/');
+  const char *dot = strrchr(path, '.');
+  size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - path) : strlen(path);
+  snprintf(out, size, "%.*s%s", (int)stem, path, extension);
+}
+
+static void directory_of(const char *path, char *out, size_t size) {
+  snprintf(out, size, "%s", path);
+  char *slash = strrchr(out, '/');
+  if (slash)
+    *slash = slash == out ? '\0' + 0 : '\0';
+  else
+    snprintf(out, size, ".");
+  if (!*out)
+    snprintf(out, size, "/");
+}
+
+static bool run_pipeline(MlirContext context, MlirOperation module, const char *pipeline,
+                         iq_error_t **error) {
+  MlirPassManager pm = mlirPassManagerCreate(context);
+  bool ok = iq_pipeline_add(pm, pipeline, error) &&
+            mlirLogicalResultIsSuccess(mlirPassManagerRunOnOp(pm, module));
+  mlirPassManagerDestroy(pm);
+  if (!ok && error && !*error)
+    iq_error_set(error, NULL, NULL, NULL, "the pass pipeline '%s' failed (see above)", pipeline);
+  return ok;
+}
+
+/* Copies the weight store a parsed .mlir module refers to next to the
+ * library, so the library and its weights travel together. */
+static bool copy_store(MlirOperation module, const char *input, const char *destination,
+                       iq_error_t **error) {
+  MlirAttribute attr =
+      mlirOperationGetAttributeByName(module, mlirStringRefCreateFromCString("iq.weight_store"));
+  if (mlirAttributeIsNull(attr) || !mlirAttributeIsAString(attr))
+    return iq_error_set(error, input, NULL, "import the model with iq-opt model.onnx -o model.mlir",
+                        "the module names no weight store (iq.weight_store)");
+  MlirStringRef reference = mlirStringAttrGetValue(attr);
+  char directory[4096], source[8192];
+  directory_of(input, directory, sizeof directory);
+  if (reference.length > 0 && reference.data[0] == '/')
+    snprintf(source, sizeof source, "%.*s", (int)reference.length, reference.data);
+  else
+    snprintf(source, sizeof source, "%s/%.*s", directory, (int)reference.length, reference.data);
+  iq_mapped_file_t *file = iq_mapped_file_open(source, error);
+  if (!file)
+    return false;
+  bool ok = iq_write_file_atomic(destination, file->data ? (const void *)file->data : "",
+                                 file->size, error);
+  iq_mapped_file_close(file);
+  return ok;
+}
+
+/* The default runtime archive: lib/<processor>/libiq_runtime.a next to
+ * the folder of this executable (build/bin -> build/lib). */
+static bool default_runtime(const char *target, char *out, size_t size) {
+  char self[4096];
+  ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (length <= 0)
+    return false;
+  self[length] = '\0';
+  char *slash = strrchr(self, '/');
+  if (!slash)
+    return false;
+  *slash = '\0';
+  const char *processor = strncmp(target, "aarch64", 7) == 0 ? "aarch64" : "x86_64";
+  int written = snprintf(out, size, "%.3900s/../lib/%s/libiq_runtime.a", self, processor);
+  return written > 0 && (size_t)written < size && access(out, R_OK) == 0;
+}
+
+static int compile(const options_t *o) {
+  iq_error_t *error = NULL;
+  char store_path[4096];
+  replace_extension(o->output, ".iqw", store_path, sizeof store_path);
+  bool wrote_store = false;
+
+  mlirRegisterAllPasses();
+  MlirContext context = iq_context_create();
+  if (mlirContextIsNull(context))
+    return 1;
+  mlirContextAttachDiagnosticHandler(context, print_diagnostic, (void *)o->input, NULL);
+
+  /* 1. Import or parse. */
+  MlirModule module = {NULL};
+  if (ends_with(o->input, ".onnx")) {
+    iq_progress_t *progress = iq_progress_start("import", 1, "models", stderr, true);
+    iq_onnx_model_t *model = iq_onnx_model_load(o->input, &error);
+    if (model) {
+      const char *name = strrchr(store_path, '/');
+      iq_onnx_import_options_t import_options = {
+          .weight_store_path = store_path,
+          .weight_store_reference = name ? name + 1 : store_path,
+          .inline_limit_bytes = IQ_ONNX_DEFAULT_INLINE_LIMIT,
+      };
+      module = iq_onnx_import(context, model, &import_options, &error);
+      wrote_store = !mlirModuleIsNull(module);
+      iq_onnx_model_destroy(model);
+    }
+    iq_progress_update(progress, 1);
+    iq_progress_finish(progress);
+    char directory[4096];
+    directory_of(store_path, directory, sizeof directory);
+    iq_weight_store_set_base_dir(directory);
+  } else {
+    size_t size;
+    char *text = iq_read_text_file(o->input, &size, &error);
+    if (text) {
+      module = mlirModuleCreateParse(context, mlirStringRefCreate(text, size));
+      free(text);
+      if (mlirModuleIsNull(module))
+        iq_error_set(&error, o->input, NULL, NULL, "the input is not valid MLIR (see above)");
+      char directory[4096];
+      directory_of(o->input, directory, sizeof directory);
+      iq_weight_store_set_base_dir(directory);
+    }
+  }
+
+  bool ok = !mlirModuleIsNull(module);
+  MlirOperation root = ok ? mlirModuleGetOperation(module) : (MlirOperation){NULL};
+  if (ok && !ends_with(o->input, ".onnx") && o->emit == EMIT_LIBRARY) {
+    ok = copy_store(root, o->input, store_path, &error);
+    wrote_store = ok;
+  }
+
+  /* 2. Raise to canonical ops unless the input already is canonical. */
+  if (ok && mlirAttributeIsNull(mlirOperationGetAttributeByName(
+                root, mlirStringRefCreateFromCString("iq.config")))) {
+    iq_log(IQ_LOG_INFO, "raising the LLaMA structure");
+    ok = run_pipeline(context, root, "builtin.module(iq-raise-llama)", &error);
+  }
+  ok = ok && iq_verify(root);
+
+  /* 3. Lower to kernels and on to the LLVM dialect. */
+  char *source = NULL;
+  if (ok) {
+    iq_lowering_options_t lowering = {.target = o->target, .quantization = o->quant};
+    source = iq_lower_to_kernel_source(root, &lowering, &error);
+    ok = source != NULL;
+  }
+  if (ok && o->emit == EMIT_MLIR) {
+    ok = iq_write_file_atomic(o->output, source, strlen(source), &error);
+    free(source);
+    mlirModuleDestroy(module);
+    iq_context_destroy(context);
+    if (!ok) {
+      iq_error_print(error, "iq-compile", stderr);
+      iq_error_destroy(error);
+    }
+    return ok ? 0 : 1;
+  }
+  MlirModule lowered = {NULL};
+  if (ok) {
+    lowered = mlirModuleCreateParse(context, mlirStringRefCreateFromCString(source));
+    ok = !mlirModuleIsNull(lowered) ||
+         iq_error_set(&error, o->input, NULL, "this is a bug in iq; please report it",
+                      "the generated kernels do not parse (see above)");
+  }
+  free(source);
+  if (ok) {
+    iq_progress_t *progress = iq_progress_start("codegen", 1, "modules", stderr, true);
+    ok = run_pipeline(context, mlirModuleGetOperation(lowered), iq_llvm_lowering_pipeline, &error);
+
+    /* 4. Emit, then link with the runtime. */
+    char *host_cpu = NULL, *host_features = NULL;
+    const char *cpu = o->cpu, *features = o->features;
+    bool native = strncmp(o->target, "x86_64", 6) == 0;
+#if !defined(__x86_64__)
+    native = strncmp(o->target, "aarch64", 7) == 0;
+#endif
+    if (!cpu && native) {
+      host_cpu = LLVMGetHostCPUName();
+      host_features = LLVMGetHostCPUFeatures();
+      cpu = host_cpu;
+      if (!features)
+        features = host_features;
+    }
+    iq_target_options_t target = {.triple = o->target,
+                                  .cpu = cpu ? cpu : (native ? "" : "generic"),
+                                  .features = features ? features : ""};
+    char object_path[4096];
+    if (o->emit == EMIT_LIBRARY)
+      snprintf(object_path, sizeof object_path, "%s.o.tmp", o->output);
+    else
+      snprintf(object_path, sizeof object_path, "%s", o->output);
+    iq_emit_kind_t kind = o->emit == EMIT_LLVM  ? IQ_EMIT_LLVM_IR
+                          : o->emit == EMIT_ASM ? IQ_EMIT_ASSEMBLY
+                                                : IQ_EMIT_OBJECT;
+    if (ok)
+      ok = iq_target_emit(mlirModuleGetOperation(lowered), &target, kind, object_path, &error);
+    iq_progress_update(progress, 1);
+    iq_progress_finish(progress);
+
+    if (ok && o->emit == EMIT_LIBRARY) {
+      char runtime[4096];
+      if (o->runtime)
+        snprintf(runtime, sizeof runtime, "%s", o->runtime);
+      else if (!default_runtime(o->target, runtime, sizeof runtime))
+        ok = iq_error_set(&error, NULL, "--runtime",
+                          "build it (cmake --build build) or pass --runtime=FILE",
+                          "the runtime archive for %s was not found beside iq-compile",
+                          o->target);
+      ok = ok && iq_target_link_shared(o->target, object_path, runtime, o->output, &error);
+      unlink(object_path);
+    }
+    if (host_cpu)
+      LLVMDisposeMessage(host_cpu);
+    if (host_features)
+      LLVMDisposeMessage(host_features);
+  }
+
+  if (!mlirModuleIsNull(lowered))
+    mlirModuleDestroy(lowered);
+  if (!mlirModuleIsNull(module))
+    mlirModuleDestroy(module);
+  iq_context_destroy(context);
+  if (!ok) {
+    if (wrote_store)
+      unlink(store_path);
+    if (error)
+      iq_error_print(error, "iq-compile", stderr);
+    iq_error_destroy(error);
+    return 1;
+  }
+  if (o->emit == EMIT_LIBRARY)
+    fprintf(stderr, "iq-compile: wrote %s and %s\n", o->output, store_path);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  options_t options = {.target = "x86_64-linux-gnu", .quant = "none"};
+#if defined(__aarch64__)
+  options.target = "aarch64-linux-gnu";
+#endif
+  int status = parse_arguments(argc, argv, &options);
+  if (status != 0)
+    return status < 0 ? 0 : status;
+  return compile(&options);
+}
