@@ -270,7 +270,7 @@ void iq_kernel_attention(iq_text_t *text, iq_kernel_set_t *set, int64_t heads, i
       (long long)kv_heads, (long long)head_dim, (long long)(heads / kv_heads), scale, q_type,
       cache_type);
   /* Store this call's keys and values at their positions first, so each
-   * query sees every entry up to its own position. */
+   * query reads every entry up to its own position. */
   iq_text_printf(
       text,
       "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"

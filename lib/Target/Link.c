@@ -1,6 +1,6 @@
-/* Linking an emitted object with the runtime into a shared library, with
- * the target's C compiler driver (it knows the C library and crt files of
- * the target, which a bare ld.lld would have to be told). */
+/* Linking an emitted object with the runtime into a shared library. The
+ * target's C compiler driver does the link because it passes the target's
+ * C library and startup files, which a bare ld.lld would need as options. */
 #include <errno.h>
 #include <spawn.h>
 #include <stdio.h>

@@ -70,6 +70,13 @@ static double float_attr(MlirOperation op, const char *name, double missing) {
              : missing;
 }
 
+/* Returns true for the element types mlirDenseElementsAttrGetInt64Value
+ * accepts; see the same check in RaiseLlamaMatch.c for why it matters. */
+static bool is_int64(MlirType type) {
+  return mlirTypeIsAInteger(type) && mlirIntegerTypeGetWidth(type) == 64 &&
+         !mlirIntegerTypeIsUnsigned(type);
+}
+
 /* ---- Norms -------------------------------------------------------------- */
 
 /* Returns the other operand of a binary op when one operand is `value`. */
@@ -456,9 +463,9 @@ static bool assign_layer(raise_state_t *s, size_t l) {
  * ([positions, head_dim / 2], cos and sin of p * theta^(-2i / head_dim)),
  * or the inverse frequencies theta^(-2i / head_dim) that decomposed
  * exports feed to Cos and Sin. */
-/* Rotary bases are integers in every released LLaMA-family model (10000,
- * 500000, 1e6); a value read back from float tables is snapped to the
- * nearest integer when it is within 1e-4 relative of it. */
+/* Rotary bases of LLaMA-family models are integers (10000 for LLaMA 2,
+ * 500000 for LLaMA 3). A base read back from float tables is therefore
+ * snapped to the nearest integer when it is within 1e-4 relative of it. */
 static double snap_theta(double theta) {
   double nearest = round(theta);
   return fabs(theta - nearest) <= 1e-4 * fabs(theta) ? nearest : theta;
@@ -483,7 +490,7 @@ static bool find_rope(raise_state_t *s) {
     if (half < 2 || rows < 2 || half > 4096)
       return raise_fail(s, op, "cannot read theta from a rotary table of %lld x %lld; pass "
                         "--iq-raise-llama=rope-theta=VALUE", (long long)rows, (long long)half);
-    /* Column 1 holds angle p * theta^(-2 / head_dim) at row p. A slope fitted
+    /* Column 1 contains angle p * theta^(-2 / head_dim) at row p. A slope fitted
      * over many rows keeps the estimate exact enough for fp16 tables, whose
      * single entries carry errors near 1e-3. */
     size_t fit_rows = rows < 256 ? (size_t)rows : 256;
@@ -563,7 +570,8 @@ static bool find_head_dim(raise_state_t *s) {
     if (match_is(shape, "arith.constant")) {
       MlirAttribute values =
           mlirOperationGetAttributeByName(shape, mlirStringRefCreateFromCString("value"));
-      if (mlirAttributeIsADenseElements(values) && mlirElementsAttrGetNumElements(values) == 4)
+      if (mlirAttributeIsADenseElements(values) && mlirElementsAttrGetNumElements(values) == 4 &&
+          is_int64(mlirShapedTypeGetElementType(mlirAttributeGetType(values))))
         s->head_dim = mlirDenseElementsAttrGetInt64Value(values, 3);
     }
   }

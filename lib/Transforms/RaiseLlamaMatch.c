@@ -44,6 +44,15 @@ bool match_weight(MlirValue value, intptr_t rank, MlirOperation *source) {
   return true;
 }
 
+/* Returns true for the element types mlirDenseElementsAttrGetInt64Value
+ * accepts, signless and signed 64-bit integers. MLIR checks the type only
+ * in builds with assertions, which Debian's LLVM 19 is not, and there a
+ * narrower type is read past the end of its data. */
+static bool is_int64(MlirType type) {
+  return mlirTypeIsAInteger(type) && mlirIntegerTypeGetWidth(type) == 64 &&
+         !mlirIntegerTypeIsUnsigned(type);
+}
+
 bool match_constant_scalar(MlirValue value, double *result) {
   MlirOperation op = match_def(match_skip_casts(value));
   if (!match_is(op, "arith.constant"))
@@ -57,7 +66,7 @@ bool match_constant_scalar(MlirValue value, double *result) {
     *result = mlirDenseElementsAttrGetFloatValue(attr, 0);
   else if (mlirTypeIsAF64(element))
     *result = mlirDenseElementsAttrGetDoubleValue(attr, 0);
-  else if (mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 64)
+  else if (is_int64(element))
     *result = (double)mlirDenseElementsAttrGetInt64Value(attr, 0);
   else
     return false;

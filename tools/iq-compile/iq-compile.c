@@ -222,7 +222,7 @@ static int compile(const options_t *o) {
   /* 1. Import or parse. */
   MlirModule module = {NULL};
   if (ends_with(o->input, ".onnx")) {
-    iq_progress_t *progress = iq_progress_start("import", 1, "models", stderr, true);
+    iq_progress_t *progress = iq_progress_start("import", 1, "models", stderr, false);
     iq_onnx_model_t *model = iq_onnx_model_load(o->input, &error);
     if (model) {
       const char *name = strrchr(store_path, '/');
@@ -296,7 +296,7 @@ static int compile(const options_t *o) {
   }
   free(source);
   if (ok) {
-    iq_progress_t *progress = iq_progress_start("codegen", 1, "modules", stderr, true);
+    iq_progress_t *progress = iq_progress_start("codegen", 1, "modules", stderr, false);
     ok = run_pipeline(context, mlirModuleGetOperation(lowered), iq_llvm_lowering_pipeline, &error);
 
     /* 4. Emit, then link with the runtime. */
