@@ -15,8 +15,8 @@
 #define WEIGHT_FILE_HINT "recompile, or pass the .iqw written with this library"
 #define MAX_THREADS 4096
 
-/* The thread count of the most recently opened model, for compiled code
- * that asks through iq_runtime_num_threads. */
+/* The thread count of the most recently opened model, which compiled code
+ * reads through iq_runtime_num_threads. */
 static atomic_int process_num_threads = 1;
 
 int32_t iq_runtime_num_threads(void) { return atomic_load(&process_num_threads); }
@@ -59,7 +59,13 @@ static iq_status_t resolve_num_threads(const iq_model_options_t *options, int32_
   }
 
   long online = sysconf(_SC_NPROCESSORS_ONLN);
-  *num_threads = online < 1 ? 1 : online > MAX_THREADS ? MAX_THREADS : (int32_t)online;
+  if (online < 1) {
+    online = 1;
+  }
+  if (online > MAX_THREADS) {
+    online = MAX_THREADS;
+  }
+  *num_threads = (int32_t)online;
   return IQ_OK;
 }
 
@@ -119,6 +125,13 @@ static iq_status_t open_weights(iq_model_t *model, const char *path) {
   model->store = iq_weight_store_open(path, &error);
   if (!model->store) {
     char *text = error ? iq_error_format(error) : NULL;
+    /* Keep iq_last_error() on one line: "MESSAGE; HINT". */
+    char *hint = text ? strstr(text, "\n  hint: ") : NULL;
+    if (hint) {
+      memmove(hint + 2, hint + 10, strlen(hint + 10) + 1);
+      hint[0] = ';';
+      hint[1] = ' ';
+    }
     /* The store reports a missing or unreadable file and a corrupt one the
      * same way, so tell them apart with access(). */
     bool readable = access(path, R_OK) == 0;

@@ -138,17 +138,20 @@ static iq_status_t ensure_scratch(iq_session_t *session, int32_t rows) {
   int32_t vocab = session->model->metadata.config.vocab_size;
   size_t row_bytes = (size_t)vocab * sizeof(float);
   size_t limit = SCRATCH_LOGITS_BYTES / row_bytes;
-  int32_t wanted = (size_t)rows < limit ? rows : limit < 1 ? 1 : (int32_t)limit;
-  if (session->scratch_rows >= wanted) {
+  if (limit < 1) {
+    limit = 1;
+  }
+  int32_t needed = (size_t)rows < limit ? rows : (int32_t)limit;
+  if (session->scratch_rows >= needed) {
     return IQ_OK;
   }
-  float *grown = realloc(session->logits, (size_t)wanted * row_bytes);
+  float *grown = realloc(session->logits, (size_t)needed * row_bytes);
   if (!grown) {
     return iq_rt_fail(IQ_ERROR_OUT_OF_MEMORY,
-                      "iq_session_forward: out of memory for %d rows of %d logits", wanted, vocab);
+                      "iq_session_forward: out of memory for %d rows of %d logits", needed, vocab);
   }
   session->logits = grown;
-  session->scratch_rows = wanted;
+  session->scratch_rows = needed;
   return IQ_OK;
 }
 

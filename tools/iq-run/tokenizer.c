@@ -1,9 +1,9 @@
 /* The format-independent part of the tokenizers: loading by content, the
  * piece index, BPE merging and decoding.
  *
- * Merging follows the description of SentencePiece's BPE encoder (and of
- * llama2.c's encode(), which implements it): start from one symbol per
- * UTF-8 character, then repeatedly merge the adjacent pair whose
+ * Merging follows the description of SentencePiece's BPE encoder, which
+ * llama2.c's encode() also implements. It starts from one symbol per
+ * UTF-8 character. Then it repeatedly merges the adjacent pair whose
  * concatenation is the vocabulary piece with the highest score, taking the
  * leftmost pair among equal scores. Hugging Face's BPE model is the same
  * loop with the merge list's rank in place of the score. This file keeps
