@@ -148,6 +148,7 @@ bool run_generate(loaded_model_t *loaded, const tokenizer_t *tokenizer, const ch
   double end = now_seconds();
   if (ok) {
     printf("\n");
+    fflush(stdout); /* so the text ends before the statistics on a shared terminal */
     fprintf(stderr, "prompt: %zu tokens in %.3f s; generated %d tokens, %.2f tokens/s\n", count,
             prompt_done - start, generated,
             end > prompt_done ? generated / (end - prompt_done) : 0.0);
