@@ -97,7 +97,7 @@ for model in "$seed_dir"/*/model.onnx "$root"/test/Frontend/Inputs/*.onnx \
   [[ -f "$model" ]] && add_seed "$model"
 done
 if [[ "$target" == import ]]; then
-  # LLaMA exports, so that the raise pass sees graphs it can recognise.
+  # LLaMA exports, so that the raise pass gets graphs it can recognise.
   for model in "$root"/test/models/stories260K/*.onnx \
                "$root"/test/models/tiny-random-llama-genai/model.onnx; do
     [[ -f "$model" ]] && add_seed "$model"
@@ -117,12 +117,33 @@ onnx.save(onnx.load(sys.argv[1], load_external_data=True), sys.argv[2])
 fi
 echo "fuzz-onnx.sh: $seeds seed models"
 
+# A dictionary of the names the reader and importer compare against, so
+# that mutations can swap one op or attribute for another: the op types of
+# lib/IR/OnnxOps.c, their domains, and the attributes the importer and the
+# raise pass read.
+dict="$fuzz_dir/onnx.dict"
+{
+  sed -n '/static const iq_onnx_op_info_t onnx_ops/,/^};/p' "$root/lib/IR/OnnxOps.c" |
+    grep -o '{"[^"]*", "[^"]*"' | cut -d'"' -f4
+  printf '%s\n' ai.onnx com.microsoft epsilon interleaved kv_num_heads num_heads \
+    output_dtype q_num_heads scale to transA transB value value_float value_floats \
+    value_int value_ints
+} | sort -u | sed 's/.*/"&"/' > "$dict"
+
 # max_len: room for the largest seed plus growth.
 max_len=$(( $(find "$fuzz_dir/corpus" -type f -printf '%s\n' | sort -n | tail -1) * 2 ))
 (( max_len < 65536 )) && max_len=65536
 
+# The import target writes weight stores under TMPDIR. Runs that end in a
+# crash or an interrupt leave their folder there, so it is emptied here.
+if [[ "$target" == import ]]; then
+  rm -rf "$fuzz_dir/tmp"
+  mkdir -p "$fuzz_dir/tmp"
+  export TMPDIR="$fuzz_dir/tmp"
+fi
+
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:${UBSAN_OPTIONS:-}"
 exec "$binary" "$fuzz_dir/corpus" -max_total_time="$duration" -max_len="$max_len" \
-  -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+  -dict="$dict" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
   -artifact_prefix="$fuzz_dir/artifacts/" "$@"

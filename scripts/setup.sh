@@ -9,13 +9,14 @@ set -euo pipefail
 root_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv_dir="${IQ_VENV:-$root_dir/.venv}"
 
-# LLVM/MLIR 19.1 and their tools, protobuf-c with Debian's onnx.proto,
+# LLVM/MLIR 19.1 and their tools (libomp for threaded kernels), protobuf-c
+# with Debian's onnx.proto,
 # BLAS/LAPACK for the offline linear algebra, cross-compilation and
 # emulation for AArch64, cJSON for tokenizer.json files.
 apt_packages=(
   build-essential cmake ninja-build pkg-config git
   llvm-19 llvm-19-dev llvm-19-tools libmlir-19-dev mlir-19-tools
-  clang-19 lld-19 libclang-rt-19-dev
+  clang-19 lld-19 libclang-rt-19-dev libomp-19-dev
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev
   libopenblas-dev liblapacke-dev
   qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross

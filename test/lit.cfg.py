@@ -20,6 +20,7 @@ path = os.pathsep.join([config.iq_tools_dir, config.llvm_tools_dir,
 config.environment["PATH"] = path
 
 config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-opt")))
+config.substitutions.append(("%iq-compile", os.path.join(config.iq_tools_dir, "iq-compile")))
 config.substitutions.append(("%iq-onnx-dump", os.path.join(config.iq_tools_dir, "iq-onnx-dump")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
 config.substitutions.append(("%iq_src", config.iq_source_dir))
@@ -59,3 +60,7 @@ if os.access(venv_python, os.X_OK) and subprocess.run(
     config.available_features.add("onnxruntime")
     if not any(pattern == "%python" for pattern, _ in config.substitutions):
         config.substitutions.append(("%python", venv_python))
+
+# ONNX backend node tests, where CI keeps them: ../shared beside the checkout.
+if os.path.isdir(os.path.join(config.iq_source_dir, "..", "shared", "data", "onnx-node-tests")):
+    config.available_features.add("node-tests")

@@ -38,9 +38,11 @@ bool iq_target_emit(MlirOperation module, const iq_target_options_t *options,
 /* Links `object` with the target's runtime archive into the shared
  * library `output`, using the target's C compiler driver as linker
  * (cc, or aarch64-linux-gnu-gcc). `runtime_archive` is the path of
- * libiq_runtime.a built for the target. */
+ * libiq_runtime.a built for the target. With `openmp`, the library also
+ * links LLVM's OpenMP runtime (libomp.so.5), which the code of scf.parallel
+ * loops calls. */
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
-                           const char *output, iq_error_t **error);
+                           bool openmp, const char *output, iq_error_t **error);
 
 #ifdef __cplusplus
 }

@@ -129,9 +129,9 @@ void iq_kernel_rms_norm(iq_text_t *text, iq_kernel_set_t *set, int64_t width, do
 }
 
 void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
-                      const char *weight_type, bool stored_in_out, char *name) {
-  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_%lldx%lld_%s_%s", (long long)in, (long long)out,
-           weight_type, stored_in_out ? "kn" : "nk");
+                      const char *weight_type, bool stored_in_out, bool parallel, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_%lldx%lld_%s_%s%s", (long long)in, (long long)out,
+           weight_type, stored_in_out ? "kn" : "nk", parallel ? "_parallel" : "");
   if (!claim(set, name, text))
     return;
   char x_type[64], y_type[64], w_type[96];
@@ -143,23 +143,35 @@ void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t
   else
     snprintf(w_type, sizeof w_type, "memref<%lldx%lldx%s>", (long long)out, (long long)in,
              weight_type);
+  /* Output columns are split into blocks; with `parallel` the blocks are
+   * an scf.parallel loop (OpenMP threads). Each block runs over all tokens,
+   * so its slice of W stays in cache during prefill. */
   iq_text_printf(text,
                  "  func.func private @%s(%%x: %s, %%w: %s, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
                  "    %%in = arith.constant %lld : index\n"
                  "    %%out = arith.constant %lld : index\n"
-                 "    %%tokens = memref.dim %%x, %%c1 : %s\n"
-                 "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n",
-                 name, x_type, w_type, y_type, prologue, (long long)in, (long long)out, x_type);
+                 "    %%block = arith.constant %d : index\n"
+                 "    %%tokens = memref.dim %%x, %%c1 : %s\n",
+                 name, x_type, w_type, y_type, prologue, (long long)in, (long long)out,
+                 IQ_KERNEL_COLUMN_BLOCK, x_type);
+  if (parallel)
+    iq_text_printf(text, "    scf.parallel (%%first) = (%%c0) to (%%out) step (%%block) {\n");
+  else
+    iq_text_printf(text, "    scf.for %%first = %%c0 to %%out step %%block {\n");
+  iq_text_printf(text,
+                 "      %%after = arith.addi %%first, %%block : index\n"
+                 "      %%last = arith.minui %%after, %%out : index\n"
+                 "      scf.for %%t = %%c0 to %%tokens step %%c1 {\n");
   if (stored_in_out) {
     /* W is [in, out]: accumulate rows of W scaled by x, so the inner loop
      * walks contiguous memory and needs no reassociation to vectorize. */
     iq_text_printf(text,
-                   "      scf.for %%n = %%c0 to %%out step %%c1 {\n"
+                   "      scf.for %%n = %%first to %%last step %%c1 {\n"
                    "        memref.store %%zero, %%y[%%c0, %%t, %%n] : %s\n"
                    "      }\n"
                    "      scf.for %%k = %%c0 to %%in step %%c1 {\n"
                    "        %%xv = memref.load %%x[%%c0, %%t, %%k] : %s\n"
-                   "        scf.for %%n = %%c0 to %%out step %%c1 {\n",
+                   "        scf.for %%n = %%first to %%last step %%c1 {\n",
                    y_type, x_type);
     load_f32(text, "%wv", "%w[%k, %n]", w_type, weight_type);
     iq_text_printf(text,
@@ -171,7 +183,7 @@ void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t
                    y_type, y_type);
   } else {
     iq_text_printf(text,
-                   "      scf.for %%n = %%c0 to %%out step %%c1 {\n"
+                   "      scf.for %%n = %%first to %%last step %%c1 {\n"
                    "        %%dot = scf.for %%k = %%c0 to %%in step %%c1 "
                    "iter_args(%%sum = %%zero) -> (f32) {\n"
                    "        %%xv = memref.load %%x[%%c0, %%t, %%k] : %s\n",
@@ -186,7 +198,7 @@ void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t
                    "      }\n",
                    y_type);
   }
-  iq_text_printf(text, "    }\n    return\n  }\n");
+  iq_text_printf(text, "      }\n%s    }\n    return\n  }\n", parallel ? "      scf.reduce\n" : "");
 }
 
 void iq_kernel_rope(iq_text_t *text, iq_kernel_set_t *set, int64_t width, int64_t head_dim,

@@ -32,9 +32,14 @@ void iq_kernel_embedding(iq_text_t *text, iq_kernel_set_t *set, int64_t vocab, i
 void iq_kernel_rms_norm(iq_text_t *text, iq_kernel_set_t *set, int64_t width, double epsilon,
                         const char *gain_type, char *name);
 
-/* y = x * W^T with W [out, in], or stored [in, out] when `stored_in_out`. */
+/* Output columns per block of the linear kernel; blocks are the unit of
+ * work that threads share. */
+#define IQ_KERNEL_COLUMN_BLOCK 64
+
+/* y = x * W^T with W [out, in], or stored [in, out] when `stored_in_out`.
+ * With `parallel`, column blocks run on OpenMP threads. */
 void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
-                      const char *weight_type, bool stored_in_out, char *name);
+                      const char *weight_type, bool stored_in_out, bool parallel, char *name);
 
 /* Rotary embedding of heads of `head_dim` in rows of `width`. The inverse
  * frequencies come from the global table `frequencies` of head_dim / 2. */

@@ -19,10 +19,14 @@
 #include "iq/iq_compiled.h"
 #include "iq/ir.h"
 
+/* scf.parallel loops become OpenMP regions; canonicalize then inlines
+ * the memref.alloca_scope ops that conversion wraps loop bodies in, which
+ * convert-scf-to-cf cannot handle once they hold several blocks. */
 const char iq_llvm_lowering_pipeline[] =
-    "builtin.module(convert-scf-to-cf,expand-strided-metadata,lower-affine,"
-    "convert-math-to-llvm,convert-arith-to-llvm,convert-cf-to-llvm,"
-    "finalize-memref-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)";
+    "builtin.module(convert-scf-to-openmp,canonicalize,convert-scf-to-cf,"
+    "expand-strided-metadata,lower-affine,convert-math-to-llvm,convert-arith-to-llvm,"
+    "convert-cf-to-llvm,finalize-memref-to-llvm,convert-openmp-to-llvm,convert-func-to-llvm,"
+    "reconcile-unrealized-casts)";
 
 typedef struct lowered_value {
   MlirValue value;
@@ -52,7 +56,13 @@ typedef struct lowering {
   double theta, epsilon;
   iq_error_t **error;
   const char *source;
+  int threads; /* an IQ_THREADS_ value */
 } lowering_t;
+
+/* The smallest weight matrix (in * out) whose linear kernel runs on
+ * several threads, an estimate from stories260K (64 x 172, faster on one
+ * thread) and 576 x 1536 matrices. */
+#define IQ_PARALLEL_MIN_WEIGHTS 65536
 
 static bool lower_fail(lowering_t *l, MlirOperation op, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
@@ -298,7 +308,11 @@ static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
     return lower_fail(l, op, "linear weights need static sizes and a float type");
 
   char kernel[IQ_KERNEL_NAME_SIZE];
-  iq_kernel_linear(&l->kernels, &l->kernel_set, in, out, dtype, transposed, kernel);
+  /* Threads pay off once a matrix is large; below that the fork and join
+   * of a parallel region costs more than the work. */
+  bool parallel = l->threads == IQ_THREADS_ALWAYS ||
+                  (l->threads == IQ_THREADS_AUTO && in * out >= IQ_PARALLEL_MIN_WEIGHTS);
+  iq_kernel_linear(&l->kernels, &l->kernel_set, in, out, dtype, transposed, parallel, kernel);
   lowered_value_t *x = operand(l, op, 0), *w = operand(l, op, 1);
   if (!x || !w)
     return false;
@@ -521,7 +535,7 @@ static void emit_metadata(lowering_t *l, const iq_lowering_options_t *options, i
 
 char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_t *options,
                                 iq_error_t **error) {
-  lowering_t l = {.error = error};
+  lowering_t l = {.error = error, .threads = options->threads};
   MlirAttribute config =
       mlirOperationGetAttributeByName(module, mlirStringRefCreateFromCString("iq.config"));
   if (mlirAttributeIsNull(config) || !mlirAttributeIsADictionary(config)) {

@@ -21,6 +21,10 @@ static atomic_int process_num_threads = 1;
 
 int32_t iq_runtime_num_threads(void) { return atomic_load(&process_num_threads); }
 
+/* Libraries whose kernels use OpenMP link LLVM's libomp; the others do
+ * not, so the call is made only when the symbol resolved. */
+extern void omp_set_num_threads(int count) __attribute__((weak));
+
 /* Picks the thread count: the option, else IQ_NUM_THREADS, else the
  * number of online CPUs. */
 static iq_status_t resolve_num_threads(const iq_model_options_t *options, int32_t *num_threads) {
@@ -128,7 +132,7 @@ static iq_status_t open_weights(iq_model_t *model, const char *path) {
     /* Keep iq_last_error() on one line: "MESSAGE; HINT". */
     char *hint = text ? strstr(text, "\n  hint: ") : NULL;
     if (hint) {
-      memmove(hint + 2, hint + 10, strlen(hint + 10) + 1);
+      memmove(hint + 2, hint + 9, strlen(hint + 9) + 1);
       hint[0] = ';';
       hint[1] = ' ';
     }
@@ -197,6 +201,8 @@ iq_status_t iq_model_open(const char *weight_file, const iq_model_options_t *opt
     return status;
   }
   atomic_store(&process_num_threads, num_threads);
+  if (omp_set_num_threads)
+    omp_set_num_threads(num_threads);
   *model = result;
   return IQ_OK;
 }

@@ -12,7 +12,7 @@
 extern char **environ;
 
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
-                           const char *output, iq_error_t **error) {
+                           bool openmp, const char *output, iq_error_t **error) {
   const char *driver = NULL;
   if (strcmp(target, "x86_64-linux-gnu") == 0)
     driver = "cc";
@@ -35,6 +35,7 @@ bool iq_target_link_shared(const char *target, const char *object, const char *r
                              "-Wl,--no-whole-archive",
                              "-lm",
                              "-Wl,-z,noexecstack",
+                             openmp ? "-l:libomp.so.5" : NULL,
                              NULL};
   pid_t pid;
   int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);

@@ -618,6 +618,27 @@ static bool check_layer_shapes(raise_state_t *s) {
   return true;
 }
 
+/* Checks the constants read from the graph against what the canonical ops
+ * accept. A damaged or unusual export can give NaN, infinite or
+ * non-positive values, and check_layer_shapes's epsilon comparison lets NaN
+ * through. */
+static bool check_constants(raise_state_t *s) {
+  if (!(s->theta > 0.0) || !isfinite(s->theta))
+    return raise_fail(s, (MlirOperation){NULL},
+                      "the rotary theta read from the graph is %g, which is not a positive finite "
+                      "number; pass --iq-raise-llama=rope-theta=VALUE",
+                      s->theta);
+  if (!(s->scale > 0.0) || !isfinite(s->scale))
+    return raise_fail(s, s->layers[0].attention->core,
+                      "the attention scale %g is not a positive finite number", s->scale);
+  for (size_t i = 0; i < s->num_norms; ++i)
+    if (!(s->norms[i].epsilon > 0.0) || !isfinite(s->norms[i].epsilon))
+      return raise_fail(s, s->norms[i].op,
+                        "the RMSNorm epsilon %g is not a positive finite number",
+                        s->norms[i].epsilon);
+  return true;
+}
+
 /* ---- Driver ------------------------------------------------------------- */
 
 static bool find_embedding(raise_state_t *s) {
@@ -669,7 +690,7 @@ static bool recognise(raise_state_t *s) {
     return raise_fail(s, s->lm_head->op, "lm_head is %lld x %lld, but the embedding is %lld x %lld",
                 (long long)s->lm_head->in, (long long)s->lm_head->out, (long long)s->vocab,
                 (long long)s->hidden);
-  return find_head_dim(s) && check_layer_shapes(s) && find_rope(s);
+  return find_head_dim(s) && check_layer_shapes(s) && find_rope(s) && check_constants(s);
 }
 
 static char *store_path_for(MlirOperation module) {

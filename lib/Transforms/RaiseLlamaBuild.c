@@ -19,6 +19,7 @@
 #include "RaiseLlama.h"
 #include "RaiseLlamaMatch.h"
 #include "iq/builder.h"
+#include "iq/ir.h"
 
 typedef struct canonical_builder {
   raise_state_t *state;
@@ -272,6 +273,16 @@ bool build_canonical(raise_state_t *s, MlirOperation module) {
 
   MlirBlock module_body = mlirRegionGetFirstBlock(mlirOperationGetRegion(module, 0));
   mlirBlockInsertOwnedOperationBefore(module_body, s->function, function);
+  /* Recognition checks the configuration piece by piece, and a damaged
+   * graph can still combine into ops the verifiers reject (integer weights,
+   * an odd head_dim). Verifying here fails the pass with their diagnostics
+   * instead of handing invalid IR to the passes after it. */
+  if (!mlirOperationVerify(function) || !iq_verify(function)) {
+    mlirOperationDestroy(function);
+    return raise_fail(s, (MlirOperation){NULL},
+                      "the graph rebuilt from the recognised LLaMA structure is invalid; the "
+                      "errors above name the ops");
+  }
   mlirOperationSetAttributeByName(module, mlirStringRefCreateFromCString("iq.config"),
                                   config_attr(s, c));
   return true;

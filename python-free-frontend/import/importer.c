@@ -212,7 +212,16 @@ static bool is_used(const iq_onnx_model_t *model, const char *name) {
   return false;
 }
 
-/* A Constant node's value: `value` holds a tensor; the value_float,
+/* Returns the attribute `name` of `node` when it has the kind `kind`, or
+ * NULL. The reader fills only the payload of an attribute's declared kind,
+ * so reading another kind's payload would read a NULL list. */
+static const iq_onnx_attribute_t *attribute_of_kind(const iq_onnx_node_t *node, const char *name,
+                                                    int kind) {
+  const iq_onnx_attribute_t *attribute = iq_onnx_node_attribute(node, name);
+  return attribute && attribute->kind == kind ? attribute : NULL;
+}
+
+/* A Constant node's value: `value` contains a tensor; the value_float,
  * value_int, value_floats and value_ints forms are small scalars and lists. */
 static bool import_constant_node(importer_t *im, const iq_onnx_node_t *node, size_t index) {
   char label[320];
@@ -233,18 +242,18 @@ static bool import_constant_node(importer_t *im, const iq_onnx_node_t *node, siz
   MlirAttribute dense = mlirAttributeGetNull();
   MlirType type = {NULL};
   const iq_onnx_attribute_t *attribute;
-  if ((attribute = iq_onnx_node_attribute(node, "value_float"))) {
+  if ((attribute = attribute_of_kind(node, "value_float", IQ_ONNX_ATTR_FLOAT))) {
     type = mlirRankedTensorTypeGet(0, NULL, mlirF32TypeGet(im->context), mlirAttributeGetNull());
     dense = mlirDenseElementsAttrFloatGet(type, 1, &attribute->f);
-  } else if ((attribute = iq_onnx_node_attribute(node, "value_int"))) {
+  } else if ((attribute = attribute_of_kind(node, "value_int", IQ_ONNX_ATTR_INT))) {
     type = mlirRankedTensorTypeGet(0, NULL, mlirIntegerTypeGet(im->context, 64),
                                    mlirAttributeGetNull());
     dense = mlirDenseElementsAttrInt64Get(type, 1, &attribute->i);
-  } else if ((attribute = iq_onnx_node_attribute(node, "value_floats"))) {
+  } else if ((attribute = attribute_of_kind(node, "value_floats", IQ_ONNX_ATTR_FLOATS))) {
     int64_t size = (int64_t)attribute->count;
     type = mlirRankedTensorTypeGet(1, &size, mlirF32TypeGet(im->context), mlirAttributeGetNull());
     dense = mlirDenseElementsAttrFloatGet(type, (intptr_t)attribute->count, attribute->floats);
-  } else if ((attribute = iq_onnx_node_attribute(node, "value_ints"))) {
+  } else if ((attribute = attribute_of_kind(node, "value_ints", IQ_ONNX_ATTR_INTS))) {
     int64_t size = (int64_t)attribute->count;
     type = mlirRankedTensorTypeGet(1, &size, mlirIntegerTypeGet(im->context, 64),
                                    mlirAttributeGetNull());
@@ -299,7 +308,8 @@ static bool import_node(importer_t *im, const iq_onnx_node_t *node, size_t index
     return iq_error_set(im->error, im->model->path, label, "check the model against the ONNX spec",
                         "has %zu outputs; %s has %d to %d", num_outputs, node->op_type,
                         info->min_outputs, info->max_outputs);
-  /* After the count checks, which guarantee the Constant's one output. */
+  /* Constants are dispatched only here, because the count checks above
+   * guarantee the one output that import_constant_node reads. */
   if (op_is(node, "Constant") && !*node->domain)
     return import_constant_node(im, node, index);
 

@@ -26,10 +26,10 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* The context interns every type, attribute and name it sees and frees
+/* The context interns every type, attribute and name it creates and frees
  * them only with the context, so a fresh one replaces it after this many
- * inputs to bound the fuzzer's memory. Creating one takes tens of
- * milliseconds, which this spreads over many inputs. */
+ * inputs to bound the fuzzer's memory. Creating a context registers every
+ * upstream dialect, which is too slow to repeat for each input. */
 #define INPUTS_PER_CONTEXT 2000
 
 #define STORE_FILE_NAME "weights.iqw"
@@ -37,8 +37,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static MlirContext context;
 static MlirPassManager raise_pipeline;
 static size_t inputs_in_context;
-static char temp_dir[] = "/tmp/iq-onnx-import-fuzz-XXXXXX";
-static char store_path[sizeof temp_dir + sizeof STORE_FILE_NAME];
+/* A folder of its own under $TMPDIR (or /tmp). libFuzzer ends with _Exit
+ * after a crash, a timeout or an interrupt, which skips the atexit clean-up
+ * and leaves the folder behind. scripts/fuzz-onnx.sh therefore points
+ * TMPDIR into its work folder and empties that before each run. */
+static char temp_dir[4096];
+static char store_path[4096 + sizeof STORE_FILE_NAME];
 /* Set by the environment variable IQ_FUZZ_VERBOSE, for triaging one input:
  * diagnostics and import errors are printed instead of dropped. */
 static bool verbose;
@@ -97,6 +101,8 @@ static void clean_up(void) {
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
+  const char *tmp = getenv("TMPDIR");
+  snprintf(temp_dir, sizeof temp_dir, "%s/iq-onnx-import-fuzz-XXXXXX", tmp && *tmp ? tmp : "/tmp");
   if (!mkdtemp(temp_dir)) {
     perror("onnx_import_fuzzer: error: cannot create a temporary folder");
     abort();

@@ -29,6 +29,8 @@ typedef enum emit_stage { EMIT_LIBRARY, EMIT_MLIR, EMIT_LLVM, EMIT_ASM, EMIT_OBJ
 typedef struct options {
   const char *input, *output, *target, *cpu, *features, *quant, *runtime;
   emit_stage_t emit;
+  bool graph; /* --graph: a generic graph, lowered op by op without raising */
+  int threads; /* an IQ_THREADS_ value of conversion.h */
 } options_t;
 
 static void print_usage(FILE *stream) {
@@ -47,6 +49,10 @@ static void print_usage(FILE *stream) {
         "  --emit=STAGE             stop after a stage: mlir (kernel-level MLIR), llvm (LLVM IR),\n"
         "                           asm (assembly) or obj (object file)\n"
         "  --runtime=FILE           the target's libiq_runtime.a (default: found beside iq-compile)\n"
+        "  --threads=MODE           off (default), auto (linear kernels of large matrices use\n"
+        "                           OpenMP threads on x86-64) or on (every linear kernel)\n"
+        "  --graph                  compile any ONNX graph with static shapes op by op, to\n"
+        "                           iq_graph_forward(slots) instead of the LLaMA interface\n"
         "  --help                   show this help\n",
         stream);
 }
@@ -76,6 +82,18 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
       o->features = arg + 11;
     } else if (strncmp(arg, "--quant=", 8) == 0) {
       o->quant = arg + 8;
+    } else if (strcmp(arg, "--graph") == 0) {
+      o->graph = true;
+    } else if (strncmp(arg, "--threads=", 10) == 0) {
+      const char *mode = arg + 10;
+      if (strcmp(mode, "auto") == 0)
+        o->threads = IQ_THREADS_AUTO;
+      else if (strcmp(mode, "on") == 0)
+        o->threads = IQ_THREADS_ALWAYS;
+      else if (strcmp(mode, "off") == 0)
+        o->threads = IQ_THREADS_OFF;
+      else
+        return usage_error("invalid --threads '%s'; use auto, on or off", mode);
     } else if (strncmp(arg, "--runtime=", 10) == 0) {
       o->runtime = arg + 10;
     } else if (strncmp(arg, "--emit=", 7) == 0) {
@@ -262,7 +280,7 @@ static int compile(const options_t *o) {
   }
 
   /* 2. Raise to canonical ops unless the input already is canonical. */
-  if (ok && mlirAttributeIsNull(mlirOperationGetAttributeByName(
+  if (ok && !o->graph && mlirAttributeIsNull(mlirOperationGetAttributeByName(
                 root, mlirStringRefCreateFromCString("iq.config")))) {
     iq_log(IQ_LOG_INFO, "raising the LLaMA structure");
     ok = run_pipeline(context, root, "builtin.module(iq-raise-llama)", &error);
@@ -272,8 +290,14 @@ static int compile(const options_t *o) {
   /* 3. Lower to kernels and on to the LLVM dialect. */
   char *source = NULL;
   if (ok) {
-    iq_lowering_options_t lowering = {.target = o->target, .quantization = o->quant};
-    source = iq_lower_to_kernel_source(root, &lowering, &error);
+    /* LLVM's OpenMP runtime is installed for the host only, so AArch64
+     * libraries keep single-threaded kernels. */
+    iq_lowering_options_t lowering = {.target = o->target, .quantization = o->quant,
+                                      .threads = o->threads};
+    if (strncmp(o->target, "x86_64", 6) != 0)
+      lowering.threads = IQ_THREADS_OFF;
+    source = o->graph ? iq_lower_graph_to_source(root, &error)
+                      : iq_lower_to_kernel_source(root, &lowering, &error);
     ok = source != NULL;
   }
   if (ok && o->emit == EMIT_MLIR) {
@@ -288,6 +312,7 @@ static int compile(const options_t *o) {
     return ok ? 0 : 1;
   }
   MlirModule lowered = {NULL};
+  bool uses_openmp = source && strstr(source, "scf.parallel") != NULL;
   if (ok) {
     lowered = mlirModuleCreateParse(context, mlirStringRefCreateFromCString(source));
     ok = !mlirModuleIsNull(lowered) ||
@@ -338,7 +363,8 @@ static int compile(const options_t *o) {
                           "build it (cmake --build build) or pass --runtime=FILE",
                           "the runtime archive for %s was not found beside iq-compile",
                           o->target);
-      ok = ok && iq_target_link_shared(o->target, object_path, runtime, o->output, &error);
+      ok = ok && iq_target_link_shared(o->target, object_path, runtime, uses_openmp, o->output,
+                                       &error);
       unlink(object_path);
     }
     if (host_cpu)
@@ -366,7 +392,10 @@ static int compile(const options_t *o) {
 }
 
 int main(int argc, char **argv) {
-  options_t options = {.target = "x86_64-linux-gnu", .quant = "none"};
+  /* NOTE: threads are off by default because the OpenMP-outlined linear
+   * loops currently lose LLVM's vectorization and measured slower than the
+   * single-threaded kernels on stories260K; --threads=on|auto opts in. */
+  options_t options = {.target = "x86_64-linux-gnu", .quant = "none", .threads = IQ_THREADS_OFF};
 #if defined(__aarch64__)
   options.target = "aarch64-linux-gnu";
 #endif
