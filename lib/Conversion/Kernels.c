@@ -147,7 +147,7 @@ void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t
    * an scf.parallel loop (OpenMP threads). Each block runs over all tokens,
    * so its slice of W stays in cache during prefill. */
   iq_text_printf(text,
-                 "  func.func private @%s(%%x: %s, %%w: %s, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
+                 "  func.func private @%s(%%x: %s {llvm.noalias}, %%w: %s {llvm.noalias}, %%y: %s {llvm.noalias}) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
                  "    %%in = arith.constant %lld : index\n"
                  "    %%out = arith.constant %lld : index\n"
                  "    %%block = arith.constant %d : index\n"
