@@ -1,5 +1,5 @@
 /* Lowering of an imported, non-LLaMA ONNX graph with static shapes to the
- * MLIR source of `iq_graph_forward(%slots)`: slots[i] holds the address of
+ * MLIR source of `iq_graph_forward(%slots)`. slots[i] contains the address of
  * graph input i, then of each graph output, as raw row-major data (int4 and
  * uint4 packed two per byte, low nibble first, as ONNX stores them). The
  * module also defines `iq_graph_metadata`, a NUL-terminated text with one
@@ -696,10 +696,10 @@ static bool lower_function(graph_lowering_t *g, MlirOperation function, iq_text_
       return graph_fail(g, function, "graph output '%s' has no value", name);
     metadata_line(meta, "output", name, v);
     int slot = (int)(num_inputs + i);
-    if (v->elem.packed4) {
+    if (v->elem.packed4 && v->count > 0) {
       int packed = memref_from_slot(g, slot, (v->count + 1) / 2, "i8");
       pack_nibbles(g, v, packed);
-    } else if (v->count > 0) {
+    } else if (v->count > 0 && !v->elem.packed4) {
       int destination = memref_from_slot(g, slot, v->count, v->elem.type);
       graph_stmt(g, "memref.copy %%v%d, %%v%d : %s to %s", v->buffer, destination,
                  graph_memref_type(v), graph_memref_type(v));

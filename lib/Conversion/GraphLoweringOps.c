@@ -230,10 +230,12 @@ static bool lower_concat(graph_lowering_t *g, MlirOperation op, graph_value_t **
 }
 
 /* Slice: the output shape is static, so only each dimension's clamped
- * start and its step are needed; they are computed at run time from the
- * starts, axes and steps inputs, so those may be graph inputs. */
+ * start and its step are needed. They are computed at run time from the
+ * starts, axes and steps inputs, which may therefore be graph inputs. */
 static bool lower_slice(graph_lowering_t *g, MlirOperation op, graph_value_t **ins, int num_ins,
                         graph_value_t *out) {
+  if (num_ins < 3)
+    return graph_fail(g, op, "Slice needs starts and ends inputs (opset 10 and later)");
   graph_value_t *data = ins[0], *starts = ins[1];
   int rank = data->rank;
   if (out->rank != rank)
@@ -365,14 +367,20 @@ static bool lower_constant_of_shape(graph_lowering_t *g, MlirOperation op, graph
   return true;
 }
 
+static int64_t clamp(int64_t value, int64_t low, int64_t high) {
+  if (value < low)
+    return low;
+  return value > high ? high : value;
+}
+
 static bool lower_shape(graph_lowering_t *g, MlirOperation op, graph_value_t *in,
                         graph_value_t *out) {
   int64_t rank = in->rank;
   int64_t start = graph_attr_int(op, "start", 0), end = graph_attr_int(op, "end", rank);
   start = start < 0 ? start + rank : start;
   end = end < 0 ? end + rank : end;
-  start = start < 0 ? 0 : start > rank ? rank : start;
-  end = end < 0 ? 0 : end > rank ? rank : end;
+  start = clamp(start, 0, rank);
+  end = clamp(end, 0, rank);
   if (out->count != (end > start ? end - start : 0))
     return graph_fail(g, op, "the declared output size does not match start and end");
   graph_alloc(g, out);

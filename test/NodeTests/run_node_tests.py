@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run ONNX backend node tests through `iq-compile --graph`.
 
-Each test directory holds model.onnx and test_data_set_0/{input,output}_N.pb.
+Each test directory contains model.onnx and test_data_set_0/{input,output}_N.pb.
 A test runs when every node's op is one the generic lowering supports and
 every graph input and output has a dtype it handles. It is compiled to a
 shared library, iq_graph_forward(slots) is called through ctypes with
@@ -24,7 +24,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-DEFAULT_ROOT = "/work/shared/data/onnx-node-tests"
+CHECKOUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+# Where CI and the development machines keep the ONNX node test data.
+DEFAULT_ROOT = os.path.normpath(os.path.join(CHECKOUT, "..", "shared", "data", "onnx-node-tests"))
 
 # The generic ai.onnx ops of the importer's table (lib/IR/OnnxOps.c)
 # that iq-compile --graph lowers.
@@ -192,9 +194,13 @@ def run_test(arguments):
         return {"test": name, "group": group, "status": "skipped", "detail": reason}
     with tempfile.TemporaryDirectory(prefix="iq-node-") as work:
         library = os.path.join(work, "libgraph.so")
-        compiled = subprocess.run(
-            [compiler, "--graph", os.path.join(test_dir, "model.onnx"), "-o", library],
-            capture_output=True, text=True)
+        try:
+            compiled = subprocess.run(
+                [compiler, "--graph", os.path.join(test_dir, "model.onnx"), "-o", library],
+                capture_output=True, text=True)
+        except OSError as error:  # e.g. iq-compile missing or being rebuilt
+            return {"test": name, "group": group, "status": "failed",
+                    "detail": "cannot run %s: %s" % (compiler, error)}
         if compiled.returncode != 0:
             lines = [line for line in compiled.stderr.splitlines() if "error" in line]
             detail = (lines[0] if lines else compiled.stderr.strip()[-300:])[:300]
@@ -240,8 +246,7 @@ def main():
     if not os.path.isdir(options.root):
         print("node tests not found at %s; nothing to run" % options.root)
         return 0
-    compiler = options.iq_compile or os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "bin", "iq-compile")
+    compiler = options.iq_compile or os.path.join(CHECKOUT, "build", "bin", "iq-compile")
     pattern = re.compile(options.filter) if options.filter else None
     tests = sorted(
         os.path.join(options.root, name) for name in os.listdir(options.root)
