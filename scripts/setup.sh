@@ -17,7 +17,7 @@ apt_packages=(
   build-essential cmake ninja-build pkg-config git
   llvm-19 llvm-19-dev llvm-19-tools libmlir-19-dev mlir-19-tools
   clang-19 lld-19 libclang-rt-19-dev libomp-19-dev
-  libprotobuf-c-dev protobuf-c-compiler libonnx-dev
+  libprotobuf-c-dev protobuf-c-compiler libonnx-dev libonnx-testdata
   libopenblas-dev liblapacke-dev
   qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
   libcjson-dev libzstd-dev zlib1g-dev

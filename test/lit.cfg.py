@@ -64,3 +64,8 @@ if os.access(venv_python, os.X_OK) and subprocess.run(
 # ONNX backend node tests, where CI keeps them: ../shared beside the checkout.
 if os.path.isdir(os.path.join(config.iq_source_dir, "..", "shared", "data", "onnx-node-tests")):
     config.available_features.add("node-tests")
+
+# Debian's libonnx-testdata (ONNX 1.12 backend tests), installed by
+# scripts/setup.sh.
+if os.path.isdir("/usr/share/libonnx-testdata/data/node"):
+    config.available_features.add("debian-onnx-testdata")

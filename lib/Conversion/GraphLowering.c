@@ -306,6 +306,53 @@ static bool shape_from_type(MlirType type, graph_value_t *v) {
   return true;
 }
 
+/* The shape of a ReduceMean result whose axes are known at compile time:
+ * the `axes` attribute (before opset 18) or a constant second input. */
+static bool reduced_shape(MlirOperation op, graph_value_t **ins, int num_ins, graph_value_t *out) {
+  int rank = ins[0]->rank;
+  bool reduce[GRAPH_MAX_RANK] = {false};
+  int64_t axes[GRAPH_MAX_RANK];
+  int num_axes = 0;
+  MlirAttribute attr = mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("axes"));
+  if (!mlirAttributeIsNull(attr) && mlirAttributeIsADenseI64Array(attr)) {
+    num_axes = (int)mlirDenseArrayGetNumElements(attr);
+    for (int i = 0; i < num_axes && i < GRAPH_MAX_RANK; ++i)
+      axes[i] = mlirDenseI64ArrayGetElement(attr, i);
+  } else if (num_ins >= 2 && ins[1] && !mlirAttributeIsNull(ins[1]->constant)) {
+    num_axes = (int)mlirElementsAttrGetNumElements(ins[1]->constant);
+    for (int i = 0; i < num_axes && i < GRAPH_MAX_RANK; ++i)
+      axes[i] = mlirDenseElementsAttrGetInt64Value(ins[1]->constant, i);
+  } else if (num_ins >= 2 && ins[1]) {
+    return false; /* axes computed at run time */
+  }
+  if (num_axes > GRAPH_MAX_RANK)
+    return false;
+  MlirAttribute noop =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("noop_with_empty_axes"));
+  bool noop_empty = !mlirAttributeIsNull(noop) && mlirIntegerAttrGetValueInt(noop) != 0;
+  for (int i = 0; i < num_axes; ++i) {
+    int64_t axis = axes[i] < 0 ? axes[i] + rank : axes[i];
+    if (axis < 0 || axis >= rank)
+      return false;
+    reduce[axis] = true;
+  }
+  if (num_axes == 0 && !noop_empty)
+    for (int d = 0; d < rank; ++d)
+      reduce[d] = true;
+  MlirAttribute keep = mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("keepdims"));
+  bool keepdims = mlirAttributeIsNull(keep) || mlirIntegerAttrGetValueInt(keep) != 0;
+  int64_t dims[GRAPH_MAX_RANK];
+  int out_rank = 0;
+  for (int d = 0; d < rank; ++d) {
+    if (!reduce[d])
+      dims[out_rank++] = ins[0]->dims[d];
+    else if (keepdims)
+      dims[out_rank++] = 1;
+  }
+  set_shape(out, out_rank, dims);
+  return true;
+}
+
 /* The static shape of an op result: its own type, the type of a
  * tensor.cast that uses it (graph outputs are cast to their declared
  * types), or, for elementwise ops, the broadcast of the input shapes. */
@@ -322,6 +369,8 @@ static bool infer_result_shape(graph_lowering_t *g, MlirOperation op, const char
         shape_from_type(mlirValueGetType(mlirOperationGetResult(user, 0)), out))
       return true;
   }
+  if (strcmp(op_type, "ReduceMean") == 0 && num_ins >= 1 && reduced_shape(op, ins, num_ins, out))
+    return true;
   static const char *const elementwise[] = {
       "Add", "Sub", "Mul", "Div", "Pow", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
       "Equal", "And", "Or", "Not", "Max", "Min", "Where", "Neg", "Sqrt", "Reciprocal", "Sin",
