@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "llvm-c/Core.h"
@@ -187,7 +188,7 @@ static bool run_pipeline(MlirContext context, MlirOperation module, const char *
 /* Copies the weight store a parsed .mlir module refers to next to the
  * library, so the library and its weights travel together. */
 static bool copy_store(MlirOperation module, const char *input, const char *destination,
-                       iq_error_t **error) {
+                       const char *final_path, bool *copied, iq_error_t **error) {
   MlirAttribute attr =
       mlirOperationGetAttributeByName(module, mlirStringRefCreateFromCString("iq.weight_store"));
   if (mlirAttributeIsNull(attr) || !mlirAttributeIsAString(attr))
@@ -200,12 +201,23 @@ static bool copy_store(MlirOperation module, const char *input, const char *dest
     snprintf(source, sizeof source, "%.*s", (int)reference.length, reference.data);
   else
     snprintf(source, sizeof source, "%s/%.*s", directory, (int)reference.length, reference.data);
+  /* The library's weights are already where they belong when the module
+   * refers to the file the library's name implies (c.mlir -> c.so, c.iqw). */
+  char *resolved_source = realpath(source, NULL);
+  char *resolved_final = realpath(final_path, NULL);
+  bool same = resolved_source && resolved_final && strcmp(resolved_source, resolved_final) == 0;
+  free(resolved_source);
+  free(resolved_final);
+  *copied = false;
+  if (same)
+    return true;
   iq_mapped_file_t *file = iq_mapped_file_open(source, error);
   if (!file)
     return false;
   bool ok = iq_write_file_atomic(destination, file->data ? (const void *)file->data : "",
                                  file->size, error);
   iq_mapped_file_close(file);
+  *copied = ok;
   return ok;
 }
 
@@ -226,10 +238,62 @@ static bool default_runtime(const char *target, char *out, size_t size) {
   return written > 0 && (size_t)written < size && access(out, R_OK) == 0;
 }
 
+/* Emits code in a child process: LLVM reports some invalid options (an
+ * unknown --cpu, for one) by aborting the process, and iq-compile must
+ * still clean up and say what went wrong. */
+static bool emit_in_child(MlirOperation module, const iq_target_options_t *target,
+                          iq_emit_kind_t kind, const char *path, iq_error_t **error) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0)
+    return iq_error_set(error, NULL, NULL, NULL, "cannot start code generation: %s",
+                        strerror(errno));
+  if (pid == 0) {
+    iq_error_t *child_error = NULL;
+    bool ok = iq_target_emit(module, target, kind, path, &child_error);
+    if (!ok)
+      iq_error_print(child_error, "iq-compile", stderr);
+    fflush(stderr);
+    _exit(ok ? 0 : 1);
+  }
+  int status;
+  if (waitpid(pid, &status, 0) < 0)
+    return iq_error_set(error, NULL, NULL, NULL, "waiting for code generation failed: %s",
+                        strerror(errno));
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+    return true;
+  if (WIFEXITED(status))
+    return false; /* the child printed its error */
+  return iq_error_set(error, NULL, "--cpu/--features",
+                      "check the CPU name and features for the target (llc-19 -mtriple=TRIPLE "
+                      "-mcpu=help lists them)",
+                      "LLVM aborted code generation for %s (cpu '%s', features '%s'); its message "
+                      "is above",
+                      target->triple, target->cpu, target->features);
+}
+
 static int compile(const options_t *o) {
   iq_error_t *error = NULL;
-  char store_path[4096];
-  replace_extension(o->output, ".iqw", store_path, sizeof store_path);
+  char store_final[4096];
+  replace_extension(o->output, ".iqw", store_final, sizeof store_final);
+
+  /* Everything is written into a staging folder beside the output and
+   * renamed into place at the end, so a failure leaves earlier outputs
+   * (and an input's own weight store) untouched and no partial files. */
+  char output_dir[4096], staging[4200], store_path[8400], staged_output[8400], object_path[4400];
+  directory_of(o->output, output_dir, sizeof output_dir);
+  snprintf(staging, sizeof staging, "%s/.iq-compile.XXXXXX", output_dir);
+  if (!mkdtemp(staging)) {
+    fprintf(stderr, "iq-compile: error: %s: cannot create a staging folder: %s\n", output_dir,
+            strerror(errno));
+    return 1;
+  }
+  const char *store_name = strrchr(store_final, '/') ? strrchr(store_final, '/') + 1 : store_final;
+  const char *output_name = strrchr(o->output, '/') ? strrchr(o->output, '/') + 1 : o->output;
+  snprintf(store_path, sizeof store_path, "%s/%s", staging, store_name);
+  snprintf(staged_output, sizeof staged_output, "%s/%s", staging, output_name);
+  snprintf(object_path, sizeof object_path, "%s/object.o", staging);
   bool wrote_store = false;
 
   mlirRegisterAllPasses();
@@ -244,10 +308,9 @@ static int compile(const options_t *o) {
     iq_progress_t *progress = iq_progress_start("import", 1, "models", stderr, false);
     iq_onnx_model_t *model = iq_onnx_model_load(o->input, &error);
     if (model) {
-      const char *name = strrchr(store_path, '/');
       iq_onnx_import_options_t import_options = {
           .weight_store_path = store_path,
-          .weight_store_reference = name ? name + 1 : store_path,
+          .weight_store_reference = store_name,
           .inline_limit_bytes = IQ_ONNX_DEFAULT_INLINE_LIMIT,
       };
       module = iq_onnx_import(context, model, &import_options, &error);
@@ -276,8 +339,7 @@ static int compile(const options_t *o) {
   bool ok = !mlirModuleIsNull(module);
   MlirOperation root = ok ? mlirModuleGetOperation(module) : (MlirOperation){NULL};
   if (ok && !ends_with(o->input, ".onnx") && o->emit == EMIT_LIBRARY) {
-    ok = copy_store(root, o->input, store_path, &error);
-    wrote_store = ok;
+    ok = copy_store(root, o->input, store_path, store_final, &wrote_store, &error);
   }
 
   /* 2. Raise to canonical ops unless the input already is canonical. */
@@ -301,27 +363,21 @@ static int compile(const options_t *o) {
                       : iq_lower_to_kernel_source(root, &lowering, &error);
     ok = source != NULL;
   }
+  bool emitted_source = false;
   if (ok && o->emit == EMIT_MLIR) {
-    ok = iq_write_file_atomic(o->output, source, strlen(source), &error);
-    free(source);
-    mlirModuleDestroy(module);
-    iq_context_destroy(context);
-    if (!ok) {
-      iq_error_print(error, "iq-compile", stderr);
-      iq_error_destroy(error);
-    }
-    return ok ? 0 : 1;
+    ok = iq_write_file_atomic(staged_output, source, strlen(source), &error);
+    emitted_source = true;
   }
   MlirModule lowered = {NULL};
   bool uses_openmp = source && strstr(source, "scf.parallel") != NULL;
-  if (ok) {
+  if (ok && !emitted_source) {
     lowered = mlirModuleCreateParse(context, mlirStringRefCreateFromCString(source));
     ok = !mlirModuleIsNull(lowered) ||
          iq_error_set(&error, o->input, NULL, "this is a bug in iq; please report it",
                       "the generated kernels do not parse (see above)");
   }
   free(source);
-  if (ok) {
+  if (ok && !emitted_source) {
     iq_progress_t *progress = iq_progress_start("codegen", 1, "modules", stderr, false);
     ok = run_pipeline(context, mlirModuleGetOperation(lowered), iq_llvm_lowering_pipeline, &error);
 
@@ -342,16 +398,12 @@ static int compile(const options_t *o) {
     iq_target_options_t target = {.triple = o->target,
                                   .cpu = cpu ? cpu : (native ? "" : "generic"),
                                   .features = features ? features : ""};
-    char object_path[4096];
-    if (o->emit == EMIT_LIBRARY)
-      snprintf(object_path, sizeof object_path, "%s.o.tmp", o->output);
-    else
-      snprintf(object_path, sizeof object_path, "%s", o->output);
+    const char *emit_path = o->emit == EMIT_LIBRARY ? object_path : staged_output;
     iq_emit_kind_t kind = o->emit == EMIT_LLVM  ? IQ_EMIT_LLVM_IR
                           : o->emit == EMIT_ASM ? IQ_EMIT_ASSEMBLY
                                                 : IQ_EMIT_OBJECT;
     if (ok)
-      ok = iq_target_emit(mlirModuleGetOperation(lowered), &target, kind, object_path, &error);
+      ok = emit_in_child(mlirModuleGetOperation(lowered), &target, kind, emit_path, &error);
     iq_progress_update(progress, 1);
     iq_progress_finish(progress);
 
@@ -364,9 +416,8 @@ static int compile(const options_t *o) {
                           "build it (cmake --build build) or pass --runtime=FILE",
                           "the runtime archive for %s was not found beside iq-compile",
                           o->target);
-      ok = ok && iq_target_link_shared(o->target, object_path, runtime, uses_openmp, o->output,
-                                       &error);
-      unlink(object_path);
+      ok = ok && iq_target_link_shared(o->target, object_path, runtime, uses_openmp,
+                                       staged_output, &error);
     }
     if (host_cpu)
       LLVMDisposeMessage(host_cpu);
@@ -379,16 +430,27 @@ static int compile(const options_t *o) {
   if (!mlirModuleIsNull(module))
     mlirModuleDestroy(module);
   iq_context_destroy(context);
+  /* Move the results into place: the weights first, so a library never
+   * appears without its weights. */
+  if (ok && wrote_store && rename(store_path, store_final) != 0)
+    ok = iq_error_set(&error, store_final, NULL, "check the folder's permissions",
+                      "cannot move the weight store into place: %s", strerror(errno));
+  if (ok && rename(staged_output, o->output) != 0)
+    ok = iq_error_set(&error, o->output, NULL, "check the folder's permissions",
+                      "cannot move the output into place: %s", strerror(errno));
+  unlink(object_path);
+  unlink(staged_output);
+  unlink(store_path);
+  rmdir(staging);
+
   if (!ok) {
-    if (wrote_store)
-      unlink(store_path);
     if (error)
       iq_error_print(error, "iq-compile", stderr);
     iq_error_destroy(error);
     return 1;
   }
   if (o->emit == EMIT_LIBRARY)
-    fprintf(stderr, "iq-compile: wrote %s and %s\n", o->output, store_path);
+    fprintf(stderr, "iq-compile: wrote %s and %s\n", o->output, store_final);
   return 0;
 }
 
