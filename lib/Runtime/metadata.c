@@ -356,6 +356,12 @@ static iq_status_t parse_lines(char *text, iq_rt_metadata_t *metadata) {
     record_t record;
     iq_status_t status = split_record(line, line_number, &record);
     if (status == IQ_OK && line_number == 1) {
+      if (record.count >= 1 && strcmp(record.fields[0], "iq-graph") == 0) {
+        return iq_rt_fail(IQ_ERROR_FORMAT,
+                          "this library was compiled with iq-compile --graph: it exports "
+                          "iq_graph_forward for a generic graph, not the LLaMA interface of "
+                          "iq_runtime.h; compile a LLaMA model without --graph");
+      }
       if (record.count != 2 || strcmp(record.fields[0], "iq-model") != 0) {
         return fail_at(&record, "expected \"iq-model 1\", found", record.fields[0]);
       }

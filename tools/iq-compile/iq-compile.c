@@ -357,8 +357,11 @@ static int compile(const options_t *o) {
      * libraries keep single-threaded kernels. */
     iq_lowering_options_t lowering = {.target = o->target, .quantization = o->quant,
                                       .threads = o->threads};
-    if (strncmp(o->target, "x86_64", 6) != 0)
+    if (strncmp(o->target, "x86_64", 6) != 0 && lowering.threads != IQ_THREADS_OFF) {
+      iq_log(IQ_LOG_WARNING, "--threads applies to x86-64 only (no OpenMP runtime is installed "
+                             "for %s); compiling single-threaded kernels", o->target);
       lowering.threads = IQ_THREADS_OFF;
+    }
     source = o->graph ? iq_lower_graph_to_source(root, &error)
                       : iq_lower_to_kernel_source(root, &lowering, &error);
     ok = source != NULL;

@@ -105,6 +105,17 @@ static int parse_arguments(int argc, char **argv, arguments_t *arguments) {
       arguments->library = arg;
       continue;
     }
+    static const char *const valued[] = {"--tokenizer", "--weights", "--prompt", "--perplexity",
+                                         "--tokenize", "--max-tokens", "--temperature", "--seed",
+                                         "--context", "--windows", "--prefill", "--decode",
+                                         "--threads"};
+    bool known = false;
+    for (size_t v = 0; v < sizeof valued / sizeof valued[0]; ++v) {
+      known = known || strcmp(arg, valued[v]) == 0;
+    }
+    if (!known) {
+      return usage_error("unknown option \"%s\"", arg);
+    }
     if (i + 1 >= argc) {
       return usage_error("%s needs a value", arg);
     }
@@ -244,8 +255,42 @@ static int run_tokenize(const tokenizer_t *tokenizer, const char *text) {
   return 0;
 }
 
+/* Returns the ELF machine of a file, or -1 when it cannot be read. */
+static int elf_machine(const char *path) {
+  unsigned char header[20];
+  FILE *file = fopen(path, "rb");
+  if (!file) {
+    return -1;
+  }
+  size_t got = fread(header, 1, sizeof header, file);
+  fclose(file);
+  if (got != sizeof header || memcmp(header, "\x7f" "ELF", 4) != 0) {
+    return -1;
+  }
+  return header[18] | header[19] << 8; /* e_machine, little-endian */
+}
+
 /* Resolves every function of iq_runtime.h in `handle`. */
 static bool load_api(const char *path, model_api_t *api) {
+  /* dlopen reports a library of another architecture as "cannot open
+   * shared object file", so the machine is checked first. */
+  enum { ELF_X86_64 = 62, ELF_AARCH64 = 183 };
+#if defined(__x86_64__)
+  const int host = ELF_X86_64;
+#elif defined(__aarch64__)
+  const int host = ELF_AARCH64;
+#else
+  const int host = -1;
+#endif
+  int machine = elf_machine(path);
+  if (machine >= 0 && host >= 0 && machine != host) {
+    fprintf(stderr,
+            "iq-run: error: %s is a library for %s, but iq-run runs on %s; run it on that "
+            "machine, or with an iq-run built for it (under qemu-%s for AArch64)\n",
+            path, machine == ELF_AARCH64 ? "aarch64" : machine == ELF_X86_64 ? "x86-64" : "another machine",
+            host == ELF_X86_64 ? "x86-64" : "aarch64", "aarch64");
+    return false;
+  }
   /* dlopen searches the library path for a name without a slash. */
   char *local = NULL;
   if (!strchr(path, '/')) {
