@@ -84,9 +84,9 @@ void iq_session_destroy(iq_session_t *session);
 /* Runs the model over `count` tokens placed at positions `position` ..
  * `position + count - 1`. `position` may be at most the session's length:
  * cache entries from `position` on are replaced, which is how a caller
- * rewinds. Writes `count` rows of vocab_size logits to `logits` (or only
- * the last row when `last_only` is non-zero); `logits` may be NULL to only
- * fill the cache. Afterwards the session's length is `position + count`.
+ * rewinds. Writes `count` rows of vocab_size logits to `logits`, or only
+ * the last row when `last_only` is non-zero. A NULL `logits` only fills
+ * the cache. Afterwards the session's length is `position + count`.
  * Rejects token ids outside [0, vocab_size) (IQ_ERROR_INVALID_ARGUMENT),
  * and a position above the length or positions past the session's
  * max_context (IQ_ERROR_OUT_OF_RANGE). A session must not be used by two

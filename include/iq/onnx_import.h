@@ -19,8 +19,8 @@ typedef struct iq_onnx_import_options {
   /* The weight store to write. Every initializer and Constant larger than
    * `inline_limit_bytes`, and every 4-bit one, goes there. */
   const char *weight_store_path;
-  /* How the module refers to the store (its `iq.weight_store` attribute);
-   * usually the store's file name, resolved beside the .mlir file. */
+  /* The store's name recorded in the module's `iq.weight_store`
+   * attribute, usually its file name, resolved beside the .mlir file. */
   const char *weight_store_reference;
   /* Initializers and Constants of at most this many bytes become
    * arith.constant ops in the IR, so passes can read shapes, axes and

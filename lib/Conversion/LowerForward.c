@@ -19,9 +19,9 @@
 #include "iq/iq_compiled.h"
 #include "iq/ir.h"
 
-/* scf.parallel loops become OpenMP regions; canonicalize then inlines
- * the memref.alloca_scope ops that conversion wraps loop bodies in, which
- * convert-scf-to-cf cannot handle once they hold several blocks. */
+/* scf.parallel loops become OpenMP regions. The conversion wraps loop
+ * bodies in memref.alloca_scope ops, which convert-scf-to-cf cannot lower
+ * once they contain several blocks, so canonicalize inlines them first. */
 const char iq_llvm_lowering_pipeline[] =
     "builtin.module(convert-scf-to-openmp,canonicalize,convert-scf-to-cf,"
     "expand-strided-metadata,lower-affine,convert-math-to-llvm,convert-arith-to-llvm,"

@@ -44,7 +44,7 @@ MlirContext iq_context_create(void) {
 
   /* Imported ONNX ops are unregistered ops of the `onnx` namespace (IRDL
    * cannot declare them; see OnnxOps.c). iq_verify rejects unregistered
-   * ops of any other namespace unless iq_set_allow_unregistered says so.
+   * ops of any other namespace unless iq_set_allow_unregistered allows them.
    * Registered dialects, iq included, still reject unknown op names. */
   mlirContextSetAllowUnregisteredDialects(context, true);
 

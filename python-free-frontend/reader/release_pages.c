@@ -1,7 +1,7 @@
 /* Releasing the resident pages of external tensors after use. */
 
 /* madvise and MADV_DONTNEED are not in POSIX (posix_madvise's DONTNEED is
- * a no-op in glibc), so this file asks for the default feature set. */
+ * a no-op in glibc), so this file requests the default feature set. */
 #define _DEFAULT_SOURCE
 
 #include <stdint.h>

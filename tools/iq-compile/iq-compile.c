@@ -238,9 +238,9 @@ static bool default_runtime(const char *target, char *out, size_t size) {
   return written > 0 && (size_t)written < size && access(out, R_OK) == 0;
 }
 
-/* Emits code in a child process: LLVM reports some invalid options (an
+/* Emits code in a child process. LLVM reports some invalid options (an
  * unknown --cpu, for one) by aborting the process, and iq-compile must
- * still clean up and say what went wrong. */
+ * still clean up and report what went wrong. */
 static bool emit_in_child(MlirOperation module, const iq_target_options_t *target,
                           iq_emit_kind_t kind, const char *path, iq_error_t **error) {
   fflush(stdout);

@@ -134,7 +134,12 @@ static int parse_arguments(int argc, char **argv, options_t *options) {
       printf("iq-opt %s (MLIR %s)\n", IQ_OPT_VERSION, "19.1");
       return -1;
     } else if (strcmp(arg, "-o") == 0 || strncmp(arg, "-o", 2) == 0) {
-      const char *path = arg[2] == '=' ? arg + 3 : arg[2] ? arg + 2 : NULL;
+      /* -o FILE, -o=FILE or -oFILE. */
+      const char *path = NULL;
+      if (arg[2] == '=')
+        path = arg + 3;
+      else if (arg[2] != '\0')
+        path = arg + 2;
       if (!path && ++i < argc)
         path = argv[i];
       if (!path || !*path)

@@ -284,11 +284,16 @@ static bool load_api(const char *path, model_api_t *api) {
 #endif
   int machine = elf_machine(path);
   if (machine >= 0 && host >= 0 && machine != host) {
+    const char *library_machine = "another machine";
+    if (machine == ELF_AARCH64) {
+      library_machine = "aarch64";
+    } else if (machine == ELF_X86_64) {
+      library_machine = "x86-64";
+    }
     fprintf(stderr,
             "iq-run: error: %s is a library for %s, but iq-run runs on %s; run it on that "
-            "machine, or with an iq-run built for it (under qemu-%s for AArch64)\n",
-            path, machine == ELF_AARCH64 ? "aarch64" : machine == ELF_X86_64 ? "x86-64" : "another machine",
-            host == ELF_X86_64 ? "x86-64" : "aarch64", "aarch64");
+            "machine, or with an iq-run built for it (under qemu-aarch64 for AArch64)\n",
+            path, library_machine, host == ELF_X86_64 ? "x86-64" : "aarch64");
     return false;
   }
   /* dlopen searches the library path for a name without a slash. */
