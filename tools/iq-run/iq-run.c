@@ -212,7 +212,7 @@ static int run_tokenize(const tokenizer_t *tokenizer, const char *text) {
   int32_t *ids = NULL;
   size_t count = 0;
   iq_error_t *error = NULL;
-  if (!tokenizer_encode(tokenizer, text, true, &ids, &count, &error)) {
+  if (!tokenizer_encode(tokenizer, text, tokenizer->add_bos, &ids, &count, &error)) {
     iq_error_print(error, "iq-run", stderr);
     iq_error_destroy(error);
     return 1;

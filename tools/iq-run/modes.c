@@ -90,7 +90,7 @@ bool run_generate(loaded_model_t *loaded, const tokenizer_t *tokenizer, const ch
   int32_t *ids = NULL;
   size_t count = 0;
   iq_error_t *error = NULL;
-  if (!tokenizer_encode(tokenizer, prompt, true, &ids, &count, &error)) {
+  if (!tokenizer_encode(tokenizer, prompt, tokenizer->add_bos, &ids, &count, &error)) {
     iq_error_print(error, "iq-run", stderr);
     iq_error_destroy(error);
     return false;
@@ -198,10 +198,9 @@ bool run_perplexity(loaded_model_t *loaded, const tokenizer_t *tokenizer, const 
   if (!check_vocabulary(loaded, tokenizer)) {
     return false;
   }
-  if (tokenizer->bos_id < 0) {
-    fprintf(stderr, "iq-run: error: the tokenizer has no BOS token to start windows with\n");
-    return false;
-  }
+  /* Windows start with BOS when the tokenizer adds one to text; otherwise
+   * a window's first token is context for the others and is not scored. */
+  bool start_with_bos = tokenizer->add_bos && tokenizer->bos_id >= 0;
   iq_error_t *error = NULL;
   char *text = iq_read_text_file(path, NULL, &error);
   int32_t *ids = NULL;
@@ -231,18 +230,25 @@ bool run_perplexity(loaded_model_t *loaded, const tokenizer_t *tokenizer, const 
   iq_status_t status = ok ? api->session_create(loaded->model, context, &session) : IQ_OK;
   ok = ok && (status == IQ_OK || report_status(api, "iq_session_create", status));
 
-  /* Each window is BOS and the next context - 1 tokens of the text. */
+  /* Each window is BOS and the next context - 1 tokens of the text, or
+   * the next context tokens without BOS. */
   double nll = 0.0;
   size_t scored = 0;
   int32_t done = 0;
-  size_t per_window = (size_t)context - 1;
+  size_t lead = start_with_bos ? 1 : 0;
+  size_t per_window = (size_t)context - lead;
   for (size_t offset = 0; ok && offset < count && (windows == 0 || done < windows);
        offset += per_window) {
     size_t take = count - offset < per_window ? count - offset : per_window;
-    window[0] = tokenizer->bos_id;
-    memcpy(window + 1, ids + offset, take * sizeof *ids);
-    ok = score_window(loaded, session, window, (int32_t)take + 1, logits, &nll);
-    scored += take;
+    if (take + lead < 2) {
+      break; /* a single token has nothing to predict */
+    }
+    if (start_with_bos) {
+      window[0] = tokenizer->bos_id;
+    }
+    memcpy(window + lead, ids + offset, take * sizeof *ids);
+    ok = score_window(loaded, session, window, (int32_t)(take + lead), logits, &nll);
+    scored += take + lead - 1;
     ++done;
   }
   if (ok) {

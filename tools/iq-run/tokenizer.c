@@ -115,6 +115,7 @@ tokenizer_t *tokenizer_create(const char *format, int32_t vocab_size, bool with_
   }
   memset(tokenizer->types, TOKEN_NORMAL, (size_t)vocab_size);
   tokenizer->bos_id = -1;
+  tokenizer->add_bos = true;
   tokenizer->eos_id = -1;
   tokenizer->unk_id = -1;
   for (int i = 0; i < 256; ++i) {

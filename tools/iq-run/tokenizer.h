@@ -55,6 +55,7 @@ typedef struct tokenizer {
   float *scores;          /* SentencePiece scores; NULL for merge lists */
   uint8_t *types;         /* token_type_t of each piece */
   int32_t bos_id;         /* -1 when the vocabulary has none */
+  bool add_bos;           /* whether text starts with BOS; GGUF's add_bos_token */
   int32_t eos_id;
   int32_t unk_id;
   int32_t byte_ids[256];  /* id of "<0xNN>", or -1 */

@@ -151,6 +151,7 @@ typedef struct vocabulary {
   int64_t eos_id;
   int64_t unk_id;
   int add_space_prefix;   /* -1 when absent */
+  int add_bos;            /* tokenizer.ggml.add_bos_token, -1 when absent */
 } vocabulary_t;
 
 static bool key_is(const char *key, size_t length, const char *name) {
@@ -242,6 +243,10 @@ static bool read_metadata(reader_t *reader, vocabulary_t *vocabulary) {
       ok = read_integer(reader, type, &vocabulary->eos_id);
     } else if (key_is(key, key_length, "tokenizer.ggml.unknown_token_id")) {
       ok = read_integer(reader, type, &vocabulary->unk_id);
+    } else if (key_is(key, key_length, "tokenizer.ggml.add_bos_token") && type == GGUF_BOOL) {
+      uint8_t flag;
+      ok = read_bytes(reader, &flag, 1);
+      vocabulary->add_bos = flag != 0;
     } else if (key_is(key, key_length, "tokenizer.ggml.add_space_prefix") && type == GGUF_BOOL) {
       uint8_t flag;
       ok = read_bytes(reader, &flag, 1);
@@ -365,7 +370,8 @@ static int32_t checked_id(int64_t id, int32_t vocab_size) {
 tokenizer_t *tokenizer_load_gguf(const char *path, const uint8_t *data, size_t size,
                                  iq_error_t **error) {
   reader_t reader = {path, data, size, 0, error};
-  vocabulary_t vocabulary = {.bos_id = -1, .eos_id = -1, .unk_id = -1, .add_space_prefix = -1};
+  vocabulary_t vocabulary = {
+      .bos_id = -1, .eos_id = -1, .unk_id = -1, .add_space_prefix = -1, .add_bos = -1};
   if (!read_metadata(&reader, &vocabulary)) {
     return NULL;
   }
@@ -400,6 +406,8 @@ tokenizer_t *tokenizer_load_gguf(const char *path, const uint8_t *data, size_t s
     tokenizer->add_space_prefix = vocabulary.add_space_prefix != 0;
   }
   tokenizer->bos_id = checked_id(vocabulary.bos_id, vocab_size);
+  if (vocabulary.add_bos >= 0)
+    tokenizer->add_bos = vocabulary.add_bos != 0;
   tokenizer->eos_id = checked_id(vocabulary.eos_id, vocab_size);
   tokenizer->unk_id = checked_id(vocabulary.unk_id, vocab_size);
   if (ok) {

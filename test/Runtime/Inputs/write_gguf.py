@@ -15,6 +15,9 @@ def string(text: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
+BOOL = 7
+
+
 def main() -> None:
     data = open(sys.argv[1], "rb").read()
     offset = 4
@@ -50,6 +53,10 @@ def main() -> None:
         string(b"tokenizer.ggml.eos_token_id") + struct.pack("<II", U32, 2),
         string(b"tokenizer.ggml.unknown_token_id") + struct.pack("<II", U32, 0),
     ]
+    # An optional third argument "no-bos" records add_bos_token = false,
+    # as GGUF files of chat models such as SmolLM2 do.
+    if len(sys.argv) > 3 and sys.argv[3] == "no-bos":
+        entries.append(string(b"tokenizer.ggml.add_bos_token") + struct.pack("<IB", BOOL, 0))
     header = b"GGUF" + struct.pack("<IQQ", 3, 0, len(entries))
     with open(sys.argv[2], "wb") as out:
         out.write(header + b"".join(entries))
