@@ -123,6 +123,10 @@ bool iq_mul_u64(uint64_t a, uint64_t b, uint64_t *product);
  * the caller frees. Used for text inputs such as .mlir files. */
 char *iq_read_text_file(const char *path, size_t *size, iq_error_t **error);
 
+/* Writes all `size` bytes to `fd`, retrying after EINTR and short writes.
+ * Returns false with errno set on failure. */
+bool iq_write_all(int fd, const void *data, uint64_t size);
+
 /* Writes `size` bytes to `path` atomically: into a temporary file in the
  * same folder, then renamed over `path`, so a failure leaves no partial
  * output. "-" writes to stdout. */

@@ -45,6 +45,27 @@ static const char *describe_file_type(mode_t mode) {
   return "is a special file";
 }
 
+/* Opens `path` read-only with `extra_flags` and reads its status into
+ * `info`. Returns the descriptor, or -1 with `*error` set. */
+static int open_input(const char *path, int extra_flags, struct stat *info,
+                      iq_error_t **error) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC | extra_flags);
+  if (fd < 0) {
+    int saved = errno;
+    iq_error_set(error, path, NULL, input_hint(saved), "failed to open: %s",
+                 strerror(saved));
+    return -1;
+  }
+  if (fstat(fd, info) != 0) {
+    int saved = errno;
+    close(fd);
+    iq_error_set(error, path, NULL, input_hint(saved),
+                 "failed to read the file status: %s", strerror(saved));
+    return -1;
+  }
+  return fd;
+}
+
 iq_mapped_file_t *iq_mapped_file_open(const char *path, iq_error_t **error) {
   if (path == NULL) {
     iq_error_set(error, NULL, NULL, "pass the path of the file to map",
@@ -54,20 +75,9 @@ iq_mapped_file_t *iq_mapped_file_open(const char *path, iq_error_t **error) {
 
   /* O_NONBLOCK keeps open() from waiting for a writer when `path` is a
    * FIFO, which is then rejected below. Regular files ignore the flag. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) {
-    int saved = errno;
-    iq_error_set(error, path, NULL, input_hint(saved), "failed to open: %s",
-                 strerror(saved));
-    return NULL;
-  }
-
   struct stat info;
-  if (fstat(fd, &info) != 0) {
-    int saved = errno;
-    close(fd);
-    iq_error_set(error, path, NULL, input_hint(saved),
-                 "failed to read the file status: %s", strerror(saved));
+  int fd = open_input(path, O_NONBLOCK, &info, error);
+  if (fd < 0) {
     return NULL;
   }
   if (!S_ISREG(info.st_mode)) {
@@ -216,19 +226,9 @@ char *iq_read_text_file(const char *path, size_t *size, iq_error_t **error) {
     return text;
   }
 
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int saved = errno;
-    iq_error_set(error, path, NULL, input_hint(saved), "failed to open: %s",
-                 strerror(saved));
-    return NULL;
-  }
   struct stat info;
-  if (fstat(fd, &info) != 0) {
-    int saved = errno;
-    close(fd);
-    iq_error_set(error, path, NULL, input_hint(saved),
-                 "failed to read the file status: %s", strerror(saved));
+  int fd = open_input(path, 0, &info, error);
+  if (fd < 0) {
     return NULL;
   }
   /* Pipes and devices such as /dev/stdin are valid inputs. A directory is
@@ -270,10 +270,15 @@ char *iq_read_text_file(const char *path, size_t *size, iq_error_t **error) {
   return text;
 }
 
-static bool write_all(int fd, const void *data, size_t size) {
+/* Largest count passed to one write(), because Linux transfers at most
+ * about 2 GiB per call anyway and a bounded size keeps 32-bit hosts safe. */
+#define WRITE_CHUNK_SIZE ((size_t)1 << 30)
+
+bool iq_write_all(int fd, const void *data, uint64_t size) {
   const unsigned char *bytes = data;
   while (size > 0) {
-    ssize_t written = write(fd, bytes, size);
+    size_t chunk = size < WRITE_CHUNK_SIZE ? (size_t)size : WRITE_CHUNK_SIZE;
+    ssize_t written = write(fd, bytes, chunk);
     if (written < 0) {
       if (errno == EINTR) {
         continue;
@@ -281,7 +286,7 @@ static bool write_all(int fd, const void *data, size_t size) {
       return false;
     }
     bytes += written;
-    size -= (size_t)written;
+    size -= (uint64_t)written;
   }
   return true;
 }
@@ -310,7 +315,7 @@ static bool write_in_place(const char *path, const void *data, size_t size,
     return iq_error_set(error, path, NULL, "check the permissions of the output",
                         "failed to open for writing: %s", strerror(saved));
   }
-  bool ok = write_all(fd, data, size);
+  bool ok = iq_write_all(fd, data, size);
   int saved = errno;
   if (close(fd) != 0 && ok) {
     ok = false;
@@ -431,7 +436,7 @@ bool iq_write_file_atomic(const char *path, const void *data, size_t size,
   const char *step = NULL;
   if (fchmod(fd, output_mode(&target, target_exists)) != 0) {
     step = "set the permissions of";
-  } else if (!write_all(fd, data, size)) {
+  } else if (!iq_write_all(fd, data, size)) {
     step = "write";
   } else if (fsync(fd) != 0) {
     step = "flush to disk";

@@ -11,10 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Largest count passed to one write(), because Linux transfers at most
- * about 2 GiB per call anyway and a bounded size keeps 32-bit hosts safe. */
-#define WRITE_CHUNK_SIZE ((size_t)1 << 30)
-
 static const char disk_hint[] = "check free disk space and the permissions of the directory";
 
 struct iq_weight_store_writer {
@@ -35,23 +31,6 @@ struct iq_weight_store_writer {
    * later calls fail instead of writing a corrupt store. */
   bool broken;
 };
-
-static bool write_all(int fd, const void *data, uint64_t size) {
-  const uint8_t *bytes = data;
-  while (size > 0) {
-    size_t chunk = size < WRITE_CHUNK_SIZE ? (size_t)size : WRITE_CHUNK_SIZE;
-    ssize_t written = write(fd, bytes, chunk);
-    if (written < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return false;
-    }
-    bytes += written;
-    size -= (uint64_t)written;
-  }
-  return true;
-}
 
 static bool pwrite_all(int fd, const void *data, size_t size, off_t offset) {
   const uint8_t *bytes = data;
@@ -181,7 +160,7 @@ iq_weight_store_writer_t *iq_weight_store_writer_create(const char *path, iq_err
   /* A zeroed placeholder, because the header can be written only once
    * finish knows where the table goes. */
   static const uint8_t zero_header[IQ_WEIGHT_STORE_HEADER_SIZE];
-  if (!write_all(writer->fd, zero_header, sizeof(zero_header))) {
+  if (!iq_write_all(writer->fd, zero_header, sizeof(zero_header))) {
     int saved = errno;
     iq_error_set(error, path, NULL, disk_hint, "failed to write the temporary file %s: %s",
                  writer->temp_path, strerror(saved));
@@ -252,7 +231,7 @@ static bool check_tensor(const iq_weight_store_writer_t *writer, const char *nam
 static bool pad_data(iq_weight_store_writer_t *writer) {
   static const uint8_t zeros[IQ_WEIGHT_STORE_ALIGNMENT];
   uint64_t padding = iq_ws_align_up(writer->data_end) - writer->data_end;
-  if (!write_all(writer->fd, zeros, padding)) {
+  if (!iq_write_all(writer->fd, zeros, padding)) {
     return false;
   }
   writer->data_end += padding;
@@ -322,7 +301,7 @@ bool iq_weight_store_writer_add(iq_weight_store_writer_t *writer, const char *na
 
   /* A tensor without bytes needs no padding before it, because its offset
    * only has to be aligned and inside the data region. */
-  if (byte_size > 0 && (!pad_data(writer) || !write_all(writer->fd, data, byte_size))) {
+  if (byte_size > 0 && (!pad_data(writer) || !iq_write_all(writer->fd, data, byte_size))) {
     int saved = errno;
     free(name_copy);
     writer->broken = true;
@@ -434,7 +413,7 @@ bool iq_weight_store_writer_finish(iq_weight_store_writer_t *writer, iq_error_t 
     uint8_t header[IQ_WEIGHT_STORE_HEADER_SIZE];
     encode_header(writer, table_size, iq_weight_store_checksum(table, (size_t)table_size),
                   header);
-    if (!write_all(writer->fd, table, table_size) ||
+    if (!iq_write_all(writer->fd, table, table_size) ||
         !pwrite_all(writer->fd, header, sizeof(header), 0)) {
       step = "write";
     } else if (fchmod(writer->fd, writer->mode) != 0) {
