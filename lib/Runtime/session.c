@@ -231,7 +231,7 @@ iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int
     int32_t chunk = count - done < session->scratch_rows ? count - done : session->scratch_rows;
     run_compiled(session, tokens + done, chunk, position + done, session->logits);
     done += chunk;
-    /* The cache now holds valid entries up to the chunk's end, which the
+    /* The cache now contains valid entries up to the chunk's end, which the
      * next chunk's attention reads. */
     session->length = position + done;
     if (done == count && logits) {

@@ -16,7 +16,7 @@
 
 /* Returns the MLIR element type of an ONNX data type, or a null type when
  * iq has none for it. Signed integers are signless, as arith expects;
- * unsigned ones keep their signedness so the graph says what ONNX says. */
+ * unsigned ones keep their signedness so the graph keeps the types ONNX declares. */
 MlirType import_element_type(MlirContext context, int32_t data_type);
 bool import_store_dtype(int32_t data_type, iq_dtype_t *dtype);
 MlirType import_tensor_type(MlirContext context, const iq_onnx_tensor_t *tensor);
