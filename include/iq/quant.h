@@ -140,6 +140,47 @@ bool iq_quantize_weight_rtn(const float *weight, size_t rows, size_t cols,
                             uint8_t *codes, float *scales, float *zeros,
                             float *dequantized, iq_error_t **error);
 
+/* ---- GPTQ ---------------------------------------------------------------
+ * Quantizes a linear weight W [rows x cols] column by column, feeding each
+ * column's rounding error forward to the columns not yet quantized, with
+ * the Hessian H = (2 / N) * X^T X of the layer's inputs X [N x cols]:
+ * 1. The per-row (s, z) come once from the un-updated W, with the same
+ *    rules and MSE clip search as iq_quantize_weight_rtn.
+ * 2. Dead columns (H[c][c] == 0) get H[c][c] = 1 and W[:, c] = 0.
+ * 3. damp_percent * mean(diag H) is added to the diagonal.
+ * 4. U = the upper Cholesky factor of H^-1 (LAPACKE, double).
+ * 5. For each column c, in blocks of block_size columns: q = QDQ(W[:, c]),
+ *    err = (W[:, c] - q) / U[c][c], and W[:, j] -= err * U[c][j] for j > c
+ *    (inside the block at once, for later blocks once per block, through
+ *    cblas_dgemm).
+ * RTN (iq_quantize_weight_rtn) is the same quantizer without step 5's
+ * error feedback. */
+typedef struct iq_gptq_options {
+  iq_weight_quant_options_t weight; /* iq_weight_quant_options_init's */
+  size_t block_size;                /* 128 */
+  double damp_percent;              /* 0.01 */
+} iq_gptq_options_t;
+
+/* Fills `options` with the defaults in the comments above. */
+void iq_gptq_options_init(iq_gptq_options_t *options);
+
+/* Adds X^T X of `x` ([tokens x cols], float) to `xtx` ([cols x cols],
+ * double, full symmetric matrix). Call it once per calibration batch and
+ * count the tokens, then pass the sum to iq_gptq_quantize. */
+bool iq_gptq_accumulate(const float *x, size_t tokens, size_t cols,
+                        double *xtx, iq_error_t **error);
+
+/* Runs GPTQ on `weight` with the raw sum `xtx` = X^T X over `token_count`
+ * calibration tokens. `codes` and `dequantized` are [rows x cols], `scales`
+ * and `zeros` [rows]; any output may be NULL. Fails, naming the value,
+ * when token_count is 0, xtx is not finite or H is not positive definite
+ * after damping (raise damp_percent then). */
+bool iq_gptq_quantize(const float *weight, size_t rows, size_t cols,
+                      const double *xtx, double token_count,
+                      const iq_gptq_options_t *options, uint8_t *codes,
+                      float *scales, float *zeros, float *dequantized,
+                      iq_error_t **error);
+
 #ifdef __cplusplus
 }
 #endif

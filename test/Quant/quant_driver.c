@@ -7,6 +7,7 @@
  *   iq-quant-driver per-token BITS CLIP_MAX CLIP_MIN ROWS COLS IN OUT
  *   iq-quant-driver groupwise BITS CLIP_MAX CLIP_MIN GROUP ROWS COLS IN OUT
  *   iq-quant-driver weight-rtn BITS SYMMETRIC MSE_CLIP ROWS COLS IN OUT
+ *   iq-quant-driver gptq BITS SYMMETRIC BLOCK ROWS COLS TOKENS W_IN X_IN OUT
  *
  * The quantizer commands write, in order: the dequantized values, the
  * codes (as float32), the scales and the zero points. */
@@ -172,6 +173,49 @@ static int run_hadamard(int argc, char **argv) {
   return ok ? 0 : 1;
 }
 
+/* GPTQ with the MSE clip search; X^T X is summed from X_IN. */
+static int run_gptq(int argc, char **argv) {
+  if (argc != 11) {
+    fprintf(stderr, "iq-quant-driver: wrong argument count for gptq\n");
+    return 2;
+  }
+  iq_gptq_options_t options;
+  iq_gptq_options_init(&options);
+  options.weight.bits = atoi(argv[2]);
+  options.weight.symmetric = atoi(argv[3]) != 0;
+  options.block_size = parse_size(argv[4]);
+  size_t rows = parse_size(argv[5]);
+  size_t cols = parse_size(argv[6]);
+  size_t tokens = parse_size(argv[7]);
+  float *w = read_floats(argv[8], rows * cols);
+  float *x = read_floats(argv[9], tokens * cols);
+  double *xtx = calloc(cols * cols + 1, sizeof(double));
+  float *dequantized = malloc(rows * cols * sizeof(float) + 1);
+  uint8_t *codes = malloc(rows * cols + 1);
+  float *scales = malloc(rows * sizeof(float) + 1);
+  float *zeros = malloc(rows * sizeof(float) + 1);
+  iq_error_t *error = NULL;
+  bool ok = w != NULL && x != NULL && xtx != NULL && dequantized != NULL &&
+            codes != NULL && scales != NULL && zeros != NULL &&
+            iq_gptq_accumulate(x, tokens, cols, xtx, &error) &&
+            iq_gptq_quantize(w, rows, cols, xtx, (double)tokens, &options, codes,
+                             scales, zeros, dequantized, &error);
+  if (error != NULL) {
+    iq_error_print(error, "iq-quant-driver", stderr);
+    iq_error_destroy(error);
+  }
+  ok = ok && write_quantized(argv[10], dequantized, codes, rows * cols, scales,
+                             zeros, rows);
+  free(w);
+  free(x);
+  free(xtx);
+  free(dequantized);
+  free(codes);
+  free(scales);
+  free(zeros);
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "iq-quant-driver: missing command; see the comment in quant_driver.c\n");
@@ -183,6 +227,9 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "per-token") == 0 || strcmp(argv[1], "groupwise") == 0 ||
       strcmp(argv[1], "weight-rtn") == 0) {
     return run_quantizer(argc, argv);
+  }
+  if (strcmp(argv[1], "gptq") == 0) {
+    return run_gptq(argc, argv);
   }
   fprintf(stderr, "iq-quant-driver: unknown command '%s'\n", argv[1]);
   return 2;
