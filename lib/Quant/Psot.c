@@ -1,5 +1,5 @@
-/* PSOT: Cayley SGD, outlier-token weights and the per-layer driver; see
- * iq/quant.h. */
+/* PSOT: Cayley SGD, the QR retraction and the outlier-token weights; see
+ * iq/quant.h. The per-layer driver is in PsotLayer.c. */
 #include "iq/quant.h"
 #include "quant_internal.h"
 

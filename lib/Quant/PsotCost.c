@@ -59,7 +59,7 @@ static void group_peak_backward(const double *a, const double *softmax,
 }
 
 /* Adds sum (w P)^2 over `rows` rows of z to `*sum_sq`, and its gradient
- * with respect to each rotation to `grad` (when not NULL). `q` holds
+ * with respect to each rotation to `grad` (when not NULL). `q` contains
  * segments / group_divisor rotations of segment_size^2 values. */
 static bool accumulate_cost(const segment_layout_t *layout, const float *z,
                             size_t rows, const double *q, const float *weights,
@@ -131,7 +131,11 @@ static bool accumulate_cost(const segment_layout_t *layout, const float *z,
       /* Through |y| (sign, 0 at 0), then through the mean removal, whose
        * backward removes the segment mean of the gradient. */
       for (size_t i = 0; i < width; ++i) {
-        dy[i] = y[i] > 0.0 ? dy[i] : y[i] < 0.0 ? -dy[i] : 0.0;
+        if (y[i] < 0.0) {
+          dy[i] = -dy[i];
+        } else if (y[i] == 0.0) {
+          dy[i] = 0.0;
+        }
       }
       if (layout->remove_mean) {
         for (size_t s = 0; s < layout->segments; ++s) {
