@@ -13,6 +13,7 @@
 /* Sorted by name, so --help lists them in order. */
 static const iq_pass_info_t *const registered_passes[] = {
     &iq_canonicalize_pass,
+    &iq_fuse_norms_pass,
     &iq_raise_llama_pass,
     &iq_verify_pass,
 };
