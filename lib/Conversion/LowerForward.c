@@ -452,9 +452,9 @@ static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequa
   int64_t out = static_dim(type, 0), in = static_dim(type, 1);
   if (!iq_op_is(codes, "weight") || !iq_op_is(operand_owner(dequantize, 1), "weight") ||
       !iq_op_is(operand_owner(dequantize, 2), "weight") || out < 0 || in < 0 ||
-      int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 0 ||
+      int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 1 ||
       !string_attribute_is(dequantize, "granularity", "per_channel"))
-    return lower_fail(l, op, "quantized weights lower only as 4-bit per_channel (axis 0) codes, "
+    return lower_fail(l, op, "quantized weights lower only as 4-bit per_channel codes (axis 1), "
                              "scales and zero points from iq.weight ops");
   char kernel[IQ_KERNEL_NAME_SIZE];
   iq_kernel_linear_u4(&l->kernels, &l->kernel_set, in, out, kernel);

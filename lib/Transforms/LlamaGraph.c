@@ -50,6 +50,38 @@ static MlirOperation defining_op(MlirOperation op, intptr_t index) {
   return mlirValueIsAOpResult(value) ? mlirOpResultGetOwner(value) : (MlirOperation){NULL};
 }
 
+/* The op behind operand `index` of `op`, looking through the online
+ * Hadamards of iq-rotate and the fake quantization pairs of iq-quantize,
+ * so the graph is found at every stage of the pipeline. */
+static MlirOperation producer(MlirOperation op, intptr_t index) {
+  MlirOperation owner = defining_op(op, index);
+  for (;;) {
+    if (iq_op_is(owner, "hadamard"))
+      owner = defining_op(owner, 0);
+    else if (iq_op_is(owner, "dequantize") && iq_op_is(defining_op(owner, 0), "quantize"))
+      owner = defining_op(defining_op(owner, 0), 0);
+    else
+      return owner;
+  }
+}
+
+/* The single consumer of `value`, looking through the same ops. */
+static MlirOperation consumer(MlirValue value) {
+  MlirOperation user = llama_single_user(value);
+  for (;;) {
+    if (iq_op_is(user, "hadamard")) {
+      user = llama_single_user(mlirOperationGetResult(user, 0));
+    } else if (iq_op_is(user, "quantize")) {
+      MlirOperation dequantize = llama_single_user(mlirOperationGetResult(user, 0));
+      if (!iq_op_is(dequantize, "dequantize"))
+        return (MlirOperation){NULL};
+      user = llama_single_user(mlirOperationGetResult(dequantize, 0));
+    } else {
+      return user;
+    }
+  }
+}
+
 static bool is_named(MlirOperation op, const char *name) {
   if (mlirOperationIsNull(op))
     return false;
@@ -73,23 +105,23 @@ static MlirOperation residual_add(MlirOperation producer) {
 
 static bool find_layer(MlirOperation attention, const char *pass, llama_layer_t *layer) {
   layer->attention = attention;
-  layer->rope_q = defining_op(attention, 0);
-  layer->rope_k = defining_op(attention, 1);
-  layer->v = defining_op(attention, 2);
-  layer->q = defining_op(layer->rope_q, 0);
-  layer->k = defining_op(layer->rope_k, 0);
+  layer->rope_q = producer(attention, 0);
+  layer->rope_k = producer(attention, 1);
+  layer->v = producer(attention, 2);
+  layer->q = producer(layer->rope_q, 0);
+  layer->k = producer(layer->rope_k, 0);
   if (!iq_op_is(layer->rope_q, "rope") || !iq_op_is(layer->rope_k, "rope") ||
       !iq_op_is(layer->q, "linear") || !iq_op_is(layer->k, "linear") ||
       !iq_op_is(layer->v, "linear"))
     return fail_at(attention, pass, "expected q and k from iq.linear through iq.rope, and v from "
                                     "iq.linear");
-  layer->attn_norm = defining_op(layer->q, 0);
+  layer->attn_norm = producer(layer->q, 0);
   if (!iq_op_is(layer->attn_norm, "rms_norm") ||
-      !mlirOperationEqual(defining_op(layer->k, 0), layer->attn_norm) ||
-      !mlirOperationEqual(defining_op(layer->v, 0), layer->attn_norm))
+      !mlirOperationEqual(producer(layer->k, 0), layer->attn_norm) ||
+      !mlirOperationEqual(producer(layer->v, 0), layer->attn_norm))
     return fail_at(attention, pass, "expected q, k and v to read one iq.rms_norm");
 
-  layer->o = llama_single_user(mlirOperationGetResult(attention, 0));
+  layer->o = consumer(mlirOperationGetResult(attention, 0));
   if (!iq_op_is(layer->o, "linear"))
     return fail_at(attention, pass, "expected the attention output to feed one iq.linear");
   layer->attn_residual = residual_add(layer->o);
@@ -106,21 +138,22 @@ static bool find_layer(MlirOperation attention, const char *pass, llama_layer_t 
   }
   if (mlirOperationIsNull(layer->mlp_norm))
     return fail_at(layer->attn_residual, pass, "expected the residual to feed an iq.rms_norm");
-  for (MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(layer->mlp_norm, 0));
-       !mlirOpOperandIsNull(use); use = mlirOpOperandGetNextUse(use)) {
-    MlirOperation owner = mlirOpOperandGetOwner(use);
-    MlirOperation silu = llama_single_user(mlirOperationGetResult(owner, 0));
-    if (iq_op_is(owner, "linear") && iq_op_is(silu, "silu_mul"))
-      layer->silu_mul = silu;
-  }
+  /* The gate and up projections read the norm, possibly through one
+   * fake quantization pair; silu_mul joins them. */
+  layer->silu_mul = (MlirOperation){NULL};
+  for (MlirOperation op = mlirOperationGetNextInBlock(layer->mlp_norm);
+       !mlirOperationIsNull(op) && mlirOperationIsNull(layer->silu_mul);
+       op = mlirOperationGetNextInBlock(op))
+    if (iq_op_is(op, "silu_mul"))
+      layer->silu_mul = op;
   layer->gate = defining_op(layer->silu_mul, 0);
   layer->up = defining_op(layer->silu_mul, 1);
   if (!iq_op_is(layer->gate, "linear") || !iq_op_is(layer->up, "linear") ||
-      !mlirOperationEqual(defining_op(layer->gate, 0), layer->mlp_norm) ||
-      !mlirOperationEqual(defining_op(layer->up, 0), layer->mlp_norm))
+      !mlirOperationEqual(producer(layer->gate, 0), layer->mlp_norm) ||
+      !mlirOperationEqual(producer(layer->up, 0), layer->mlp_norm))
     return fail_at(layer->mlp_norm, pass, "expected the MLP norm to feed gate and up iq.linear "
                                           "ops joined by iq.silu_mul");
-  layer->down = llama_single_user(mlirOperationGetResult(layer->silu_mul, 0));
+  layer->down = consumer(mlirOperationGetResult(layer->silu_mul, 0));
   if (!iq_op_is(layer->down, "linear"))
     return fail_at(layer->silu_mul, pass, "expected iq.silu_mul to feed one iq.linear (down_proj)");
   layer->mlp_residual = residual_add(layer->down);
@@ -185,7 +218,7 @@ bool llama_graph_find(MlirOperation module, const char *pass, llama_graph_t *gra
     return fail_at(graph->function, pass, "fewer iq.attention ops than iq.config's layers");
   if (mlirOperationIsNull(graph->embedding) || mlirOperationIsNull(graph->lm_head))
     return fail_at(graph->function, pass, "expected one iq.embedding and one iq.lm_head");
-  graph->final_norm = defining_op(graph->lm_head, 0);
+  graph->final_norm = producer(graph->lm_head, 0);
   if (!iq_op_is(graph->final_norm, "rms_norm"))
     return fail_at(graph->lm_head, pass, "expected iq.lm_head to read an iq.rms_norm");
   return true;
