@@ -58,6 +58,7 @@ def main():
     reference_steps, tokens = run_steps(reference)
     reference.close()
     test = IqModel(args.test, weight_path(args.test))
+    quantization = test.config.quantization.decode()
     test_steps, _ = run_steps(test, tokens)
     test.close()
 
@@ -77,7 +78,8 @@ def main():
               "compute the same function")
         return 1
     print(f"OK prefill of {len(PROMPT)} tokens and {DECODE_STEPS} decode steps: "
-          f"max relative error {worst:.3e} (tolerance {args.tolerance:.0e})")
+          f"max relative error {worst:.3e} (tolerance {args.tolerance:.0e}); the library under "
+          f"test is {quantization}")
     return 0
 
 
