@@ -14,6 +14,7 @@
 #include "mlir-c/BuiltinTypes.h"
 
 #include "Kernels.h"
+#include "QuantKernels.h"
 #include "TextBuffer.h"
 #include "iq/conversion.h"
 #include "iq/iq_compiled.h"
@@ -201,10 +202,16 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("name")));
   bool transposed = mlirBoolAttrGetValue(
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("transposed")));
-  const char *dtype = element_name(mlirShapedTypeGetElementType(type));
+  MlirType element = mlirShapedTypeGetElementType(type);
+  const char *dtype = element_name(element);
+  /* 4-bit weight codes: a flat memref of the packed bytes. */
+  bool codes = mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 4;
+  if (codes)
+    dtype = mlirIntegerTypeIsSigned(element) ? "i4" : "u4";
   intptr_t rank = mlirShapedTypeGetRank(type);
   if (!dtype || rank < 1 || rank > 2)
-    return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors");
+    return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors, or 4-bit "
+                             "codes");
 
   weight_entry_t entry = {.transposed = transposed, .rank = (int)rank};
   snprintf(entry.name, sizeof entry.name, "%.*s", (int)name.length, name.data);
@@ -230,7 +237,12 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   snprintf(sizes[0], sizeof sizes[0], "%lld", (long long)d0);
   snprintf(sizes[1], sizeof sizes[1], "%lld", (long long)d1);
   const char *size_list[2] = {sizes[0], sizes[1]};
-  if (rank == 1)
+  if (codes) {
+    long long bytes = ((long long)entry.dims[0] * (rank == 2 ? entry.dims[1] : 1) + 1) / 2;
+    snprintf(sizes[0], sizeof sizes[0], "%lld", bytes);
+    snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", bytes);
+    rank = 1;
+  } else if (rank == 1)
     snprintf(memref_type, sizeof memref_type, "memref<%lldx%s>", (long long)d0, dtype);
   else
     snprintf(memref_type, sizeof memref_type, "memref<%lldx%lldx%s>", (long long)d0,
@@ -295,8 +307,12 @@ static MlirOperation weight_op(MlirOperation op) {
   return mlirValueIsAOpResult(weight) ? mlirOpResultGetOwner(weight) : (MlirOperation){NULL};
 }
 
+static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize);
+
 static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
   MlirOperation weight = weight_op(op);
+  if (iq_op_is(weight, "dequantize") && mlirOperationGetNumOperands(op) == 2)
+    return lower_linear_u4(l, op, weight);
   if (!iq_op_is(weight, "weight") || mlirOperationGetNumOperands(op) != 2)
     return lower_fail(l, op, "linear weights must come from iq.weight, without bias");
   MlirType weight_type = mlirValueGetType(mlirOperationGetResult(weight, 0));
@@ -327,6 +343,130 @@ static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
   return y && call(l, kernel, 3, (lowered_value_t *const[]){x, w, y});
 }
 
+/* ---- Quantized float path ---------------------------------------------- */
+
+static MlirOperation operand_owner(MlirOperation op, intptr_t index) {
+  MlirValue value = mlirOperationGetOperand(op, index);
+  return mlirValueIsAOpResult(value) ? mlirOpResultGetOwner(value) : (MlirOperation){NULL};
+}
+
+static int64_t int_attribute(MlirOperation op, const char *name) {
+  return mlirIntegerAttrGetValueInt(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(name)));
+}
+
+static bool string_attribute_is(MlirOperation op, const char *name, const char *value) {
+  MlirAttribute attr = mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(name));
+  if (mlirAttributeIsNull(attr) || !mlirAttributeIsAString(attr))
+    return false;
+  MlirStringRef text = mlirStringAttrGetValue(attr);
+  return text.length == strlen(value) && memcmp(text.data, value, text.length) == 0;
+}
+
+static bool lower_hadamard(lowering_t *l, MlirOperation op) {
+  char kernel[IQ_KERNEL_NAME_SIZE];
+  MlirValue result = mlirOperationGetResult(op, 0);
+  int64_t width = last_dim(result);
+  int64_t size = int_attribute(op, "size");
+  bool transposed = mlirBoolAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("transposed")));
+  if (width < 0)
+    return lower_fail(l, op, "the Hadamard input needs a static last dimension");
+  if (!iq_kernel_hadamard(&l->kernels, &l->kernel_set, width, size, transposed, kernel, l->error))
+    return false;
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *y = x ? allocate(l, result, width) : NULL;
+  return y && call(l, kernel, 2, (lowered_value_t *const[]){x, y});
+}
+
+/* The only op reading the results of `quantize`, when it is a dequantize
+ * of the codes, scales and zero points in that order. */
+static MlirOperation paired_dequantize(MlirOperation quantize) {
+  MlirOperation pair = {NULL};
+  for (intptr_t r = 0; r < 3; ++r) {
+    for (MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(quantize, r));
+         !mlirOpOperandIsNull(use); use = mlirOpOperandGetNextUse(use)) {
+      MlirOperation owner = mlirOpOperandGetOwner(use);
+      if (!iq_op_is(owner, "dequantize") || mlirOpOperandGetOperandNumber(use) != (unsigned)r ||
+          (!mlirOperationIsNull(pair) && !mlirOperationEqual(pair, owner)))
+        return (MlirOperation){NULL};
+      pair = owner;
+    }
+  }
+  return pair;
+}
+
+/* A quantize whose results only a dequantize reads is fake quantization:
+ * one kernel computes the dequantized values, and the codes, scales and
+ * zero points are never stored. */
+static bool lower_quantize(lowering_t *l, MlirOperation op) {
+  MlirOperation dequantize = paired_dequantize(op);
+  if (mlirOperationIsNull(dequantize))
+    return lower_fail(l, op, "iq.quantize lowers only when a matching iq.dequantize alone reads "
+                             "its codes, scales and zero points (fake quantization)");
+  MlirValue result = mlirOperationGetResult(dequantize, 0);
+  int64_t width = last_dim(result);
+  int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(result));
+  int64_t bits = int_attribute(op, "bits");
+  bool per_token = string_attribute_is(op, "granularity", "per_token");
+  bool per_group = string_attribute_is(op, "granularity", "per_group");
+  bool symmetric = mlirBoolAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("symmetric")));
+  bool is_signed = mlirBoolAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("signed")));
+  if (width < 0 || (!per_token && !per_group) || int_attribute(op, "axis") != rank - 1 ||
+      symmetric || is_signed)
+    return lower_fail(l, op, "activation quantization lowers only as unsigned asymmetric "
+                             "per_token or per_group along the last axis");
+  int64_t group = per_group ? int_attribute(op, "group_size") : width;
+  /* per_token ranges contain 0; per_group ranges are the group's own min
+   * and max unless the op carries zero_in_range = true (the K cache). */
+  MlirAttribute zero_attr =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("zero_in_range"));
+  bool include_zero = per_token || (!mlirAttributeIsNull(zero_attr) &&
+                                    mlirAttributeIsABool(zero_attr) &&
+                                    mlirBoolAttrGetValue(zero_attr));
+  double clip = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("clip_ratio")));
+  char kernel[IQ_KERNEL_NAME_SIZE];
+  iq_kernel_fake_quant(&l->kernels, &l->kernel_set, width, group, (int)bits, clip, include_zero,
+                       kernel);
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *y = x ? allocate(l, result, width) : NULL;
+  return y && call(l, kernel, 2, (lowered_value_t *const[]){x, y});
+}
+
+/* A dequantize of activations was computed by its quantize; one of
+ * weight codes is read by the linear that uses it. */
+static bool lower_dequantize(lowering_t *l, MlirOperation op) {
+  if (find_value(l, mlirOperationGetResult(op, 0)))
+    return true;
+  if (iq_op_is(operand_owner(op, 0), "weight"))
+    return true;
+  return lower_fail(l, op, "iq.dequantize lowers only after its iq.quantize or on weight codes");
+}
+
+static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize) {
+  MlirOperation codes = operand_owner(dequantize, 0);
+  MlirType type = mlirValueGetType(mlirOperationGetResult(dequantize, 0));
+  int64_t out = static_dim(type, 0), in = static_dim(type, 1);
+  if (!iq_op_is(codes, "weight") || !iq_op_is(operand_owner(dequantize, 1), "weight") ||
+      !iq_op_is(operand_owner(dequantize, 2), "weight") || out < 0 || in < 0 ||
+      int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 1 ||
+      !string_attribute_is(dequantize, "granularity", "per_channel"))
+    return lower_fail(l, op, "quantized weights lower only as 4-bit per_channel codes (axis 1), "
+                             "scales and zero points from iq.weight ops");
+  char kernel[IQ_KERNEL_NAME_SIZE];
+  iq_kernel_linear_u4(&l->kernels, &l->kernel_set, in, out, kernel);
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *c = operand(l, dequantize, 0), *s = operand(l, dequantize, 1);
+  lowered_value_t *z = operand(l, dequantize, 2);
+  if (!x || !c || !s || !z)
+    return false;
+  lowered_value_t *y = allocate(l, mlirOperationGetResult(op, 0), out);
+  return y && call(l, kernel, 5, (lowered_value_t *const[]){x, c, s, z, y});
+}
+
 static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
   char kernel[IQ_KERNEL_NAME_SIZE];
   MlirValue result = mlirOperationGetNumResults(op) > 0 ? mlirOperationGetResult(op, 0)
@@ -335,6 +475,12 @@ static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
     return lower_weight(l, op);
   if (iq_op_is(op, "linear") || iq_op_is(op, "lm_head"))
     return lower_linear(l, op, logits);
+  if (iq_op_is(op, "hadamard"))
+    return lower_hadamard(l, op);
+  if (iq_op_is(op, "quantize"))
+    return lower_quantize(l, op);
+  if (iq_op_is(op, "dequantize"))
+    return lower_dequantize(l, op);
 
   MlirStringRef name = mlirIdentifierStr(mlirOperationGetName(op));
   if (name.length == 14 && memcmp(name.data, "arith.constant", 14) == 0)

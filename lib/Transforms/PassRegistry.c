@@ -13,7 +13,10 @@
 /* Sorted by name, so --help lists them in order. */
 static const iq_pass_info_t *const registered_passes[] = {
     &iq_canonicalize_pass,
+    &iq_fuse_norms_pass,
+    &iq_quantize_pass,
     &iq_raise_llama_pass,
+    &iq_rotate_pass,
     &iq_verify_pass,
 };
 #define NUM_PASSES (sizeof registered_passes / sizeof registered_passes[0])
