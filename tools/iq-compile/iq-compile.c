@@ -221,23 +221,6 @@ static bool copy_store(MlirOperation module, const char *input, const char *dest
   return ok;
 }
 
-/* The default runtime archive: lib/<processor>/libiq_runtime.a next to
- * the folder of this executable (build/bin -> build/lib). */
-static bool default_runtime(const char *target, char *out, size_t size) {
-  char self[4096];
-  ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (length <= 0)
-    return false;
-  self[length] = '\0';
-  char *slash = strrchr(self, '/');
-  if (!slash)
-    return false;
-  *slash = '\0';
-  const char *processor = strncmp(target, "aarch64", 7) == 0 ? "aarch64" : "x86_64";
-  int written = snprintf(out, size, "%.3900s/../lib/%s/libiq_runtime.a", self, processor);
-  return written > 0 && (size_t)written < size && access(out, R_OK) == 0;
-}
-
 /* Emits code in a child process. LLVM reports some invalid options (an
  * unknown --cpu, for one) by aborting the process, and iq-compile must
  * still clean up and report what went wrong. */
@@ -414,7 +397,7 @@ static int compile(const options_t *o) {
       char runtime[4096];
       if (o->runtime)
         snprintf(runtime, sizeof runtime, "%s", o->runtime);
-      else if (!default_runtime(o->target, runtime, sizeof runtime))
+      else if (!iq_target_default_runtime(o->target, runtime, sizeof runtime))
         ok = iq_error_set(&error, NULL, "--runtime",
                           "build it (cmake --build build) or pass --runtime=FILE",
                           "the runtime archive for %s was not found beside iq-compile",
