@@ -58,6 +58,7 @@ typedef struct iq_statistics_info {
   uint64_t skip_tokens;    /* tokens at the start of the text never used */
   uint64_t token_count;    /* windows * window_length */
   const uint64_t *window_starts; /* [windows]: first token of each window in the text */
+  const int32_t *window_tokens;  /* [windows, window_length]: the token ids that ran */
 } iq_statistics_info_t;
 
 /* One observed point of one layer. Every pointer points into the mapping

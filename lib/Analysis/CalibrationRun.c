@@ -331,6 +331,12 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
                  (unsigned long long)length);
   for (uint64_t w = 0; ok && w < windows; ++w)
     window_starts[w] = skip + chosen_slots[w] * length;
+  int32_t *window_tokens = ok ? malloc(total * sizeof *window_tokens) : NULL;
+  if (ok && !window_tokens)
+    ok = iq_error_set(error, NULL, "iq-calibrate", "use fewer or shorter windows",
+                      "out of memory for %llu tokens", (unsigned long long)total);
+  for (uint64_t w = 0; ok && w < windows; ++w)
+    memcpy(window_tokens + w * length, tokens + window_starts[w], length * sizeof *window_tokens);
 
   /* The budget bounds the accumulators plus the window's scratch copy. */
   uint64_t budget = (uint64_t)o->budget_mib << 20;
@@ -369,7 +375,8 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
   iq_statistics_info_t info = {.layers = (uint32_t)model->layers, .windows = (uint32_t)windows,
                                .window_length = (uint32_t)length, .seed = o->seed,
                                .skip_tokens = skip, .token_count = total,
-                               .window_starts = window_starts};
+                               .window_starts = window_starts,
+                               .window_tokens = window_tokens};
   iq_statistics_writer_t *writer = ok ? iq_statistics_writer_open(o->output_path, &info, error) : NULL;
   ok = ok && writer;
   lib->set_observer(observe, &r);
@@ -425,6 +432,7 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
   free(group_ends);
   free(logits);
   free(window_starts);
+  free(window_tokens);
   free(samples);
   free(chosen_slots);
   return ok;

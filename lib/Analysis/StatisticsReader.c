@@ -101,6 +101,7 @@ iq_statistics_t *iq_statistics_open(const char *path, iq_error_t **error) {
     s->info.skip_tokens = get_u64(h + 40);
     s->info.token_count = get_u64(h + 48);
     uint64_t windows_offset = get_u64(h + 56), index_offset = get_u64(h + 64);
+    uint64_t tokens_offset = get_u64(h + 80);
     if (get_u64(h + 72) != file->size)
       ok = invalid(error, path, "the header records %llu bytes but the file has %llu",
                    get_u64(h + 72), file->size);
@@ -108,11 +109,13 @@ iq_statistics_t *iq_statistics_open(const char *path, iq_error_t **error) {
       ok = invalid(error, path, "%llu windows do not make %llu tokens", s->info.windows,
                    s->info.token_count);
     else if (!section_ok(s, windows_offset, s->info.windows, 8) ||
+             !section_ok(s, tokens_offset, s->info.token_count, 4) ||
              !section_ok(s, index_offset, s->info.entry_count, IQ_STATISTICS_ENTRY_SIZE))
       ok = invalid(error, path, "the window table or index (%llu entries at %llu) lies outside "
                    "the file", s->info.entry_count, index_offset);
     if (ok) {
       s->info.window_starts = (const uint64_t *)(file->data + windows_offset);
+      s->info.window_tokens = (const int32_t *)(file->data + tokens_offset);
       s->index = file->data + index_offset;
     }
   }

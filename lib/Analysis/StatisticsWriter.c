@@ -20,6 +20,7 @@ struct iq_statistics_writer {
   iq_statistics_info_t info;
   uint8_t *entries; /* entry_count * IQ_STATISTICS_ENTRY_SIZE bytes */
   uint32_t entry_count;
+  uint64_t tokens_offset; /* of the window token table */
 };
 
 static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
@@ -76,12 +77,15 @@ iq_statistics_writer_t *iq_statistics_writer_open(const char *path, const iq_sta
   fchmod(w->fd, 0644);
   w->info = *info;
   w->info.window_starts = NULL;
+  w->info.window_tokens = NULL;
 
   /* The header is written last; its space is reserved here. */
   uint8_t header[IQ_STATISTICS_HEADER_SIZE] = {0};
   uint64_t ignored;
   if (!append(w, header, sizeof header, &ignored, error) ||
       !append(w, info->window_starts, (uint64_t)info->windows * sizeof(uint64_t), &ignored,
+              error) ||
+      !append(w, info->window_tokens, info->token_count * sizeof(int32_t), &w->tokens_offset,
               error)) {
     iq_statistics_writer_abort(w);
     return NULL;
@@ -151,6 +155,7 @@ bool iq_statistics_writer_commit(iq_statistics_writer_t *w, iq_error_t **error) 
   put_u64(header + 56, IQ_STATISTICS_HEADER_SIZE); /* the window table follows the header */
   put_u64(header + 64, index_offset);
   put_u64(header + 72, w->offset);
+  put_u64(header + 80, w->tokens_offset);
   if (ok && pwrite(w->fd, header, sizeof header, 0) != (ssize_t)sizeof header)
     ok = write_failed(w, error);
   if (ok && fsync(w->fd) != 0)
