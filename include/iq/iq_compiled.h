@@ -58,11 +58,11 @@ void iq_model_forward(uint64_t *slots);
  * A module with iq.observe ops (inserted by iq-insert-observers) compiles
  * to code that calls iq_runtime_observe(id, data, rows, cols) with each
  * observed float32 tensor, `rows` tokens of `cols` channels, row-major.
- * The runtime forwards the call to the observer a host program installed
- * with iq_runtime_set_observer (found with dlsym; not part of
- * iq_runtime.h), or ignores it when none is installed. Libraries compiled
- * without observers never call it. The data is valid only during the
- * call. */
+ * The runtime forwards the call to the observer that a host program
+ * installed with iq_runtime_set_observer, or ignores it when there is
+ * none. That entry point is not part of iq_runtime.h, so hosts find it
+ * with dlsym. Libraries compiled without observers never call it. The
+ * data is valid only during the call. */
 
 /* The observed tensors of a layer, in the order of their ids. */
 typedef enum iq_observe_point {

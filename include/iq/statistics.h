@@ -99,8 +99,8 @@ bool iq_statistics_find(const iq_statistics_t *statistics, uint32_t layer,
 /* "X", "P", "V", "M", "Z" or "H"; "?" for other values. */
 const char *iq_observe_point_name(iq_observe_point_t point);
 
-/* Prints a summary of every entry of the file at `path` to `out`; with a
- * non-NULL `csv_path` also writes one CSV line per (layer, point,
+/* Prints a summary of every entry of the file at `path` to `out`. With a
+ * non-NULL `csv_path`, also writes one CSV line per (layer, point,
  * channel). */
 bool iq_statistics_dump(const char *path, FILE *out, const char *csv_path, iq_error_t **error);
 

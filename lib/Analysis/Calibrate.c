@@ -1,7 +1,7 @@
 /* The calibration driver: compiles the canonical graph with observers for
  * this host, runs it over windows of tokenized text and streams the
- * statistics to a file, a group of layers per pass over the windows so
- * the accumulators stay within a memory budget. */
+ * statistics to a file. Each pass over the windows records a group of
+ * layers, so the accumulators stay within a memory budget. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>

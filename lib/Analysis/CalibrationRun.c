@@ -304,7 +304,7 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
 
   /* Windows are distinct, non-overlapping slots of `length` tokens after
    * the skipped part, chosen at random from the seed and run in text
-   * order; sampled rows are distinct tokens of those windows. */
+   * order. Sampled rows are distinct tokens of those windows. */
   uint64_t state = o->seed;
   uint64_t *chosen_slots = choose_sorted(slots, windows, &state);
   uint64_t total = windows * length;

@@ -3,11 +3,11 @@
  *
  * The layers are found by structure, not by name: layer i is the i-th
  * iq.attention of @forward in block order. Its v_proj is the iq.linear
- * producing the attention's v operand (V is its output, X its input); the
- * first iq.linear after the attention is o_proj (M is its input); the next
- * is gate_proj (P is its input); the first later iq.linear whose input is
- * not P is down_proj (Z is its input). The iq.lm_head input is H, with the
- * layer count as its layer. Rotations or Hadamard transforms placed before
+ * producing the attention's v operand, with V its output and X its input.
+ * The first iq.linear after the attention is o_proj, whose input is M.
+ * The next is gate_proj, whose input is P. The first later iq.linear whose
+ * input is not P is down_proj, whose input is Z. The iq.lm_head input is
+ * H, with the layer count as its layer. Rotations or Hadamard transforms placed before
  * a projection therefore move the observed point with them. */
 #include <stdlib.h>
 #include <string.h>

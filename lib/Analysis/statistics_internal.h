@@ -43,7 +43,7 @@ bool iq_accumulator_init(iq_point_accumulator_t *accumulator);
 void iq_accumulator_free(iq_point_accumulator_t *accumulator);
 
 /* Adds window `window`: `data` is [window_length, channels] float32.
- * `scratch` holds window_length * channels doubles. */
+ * `scratch` has room for window_length * channels doubles. */
 void iq_accumulator_add_window(iq_point_accumulator_t *accumulator, uint32_t window,
                                const float *data, double *scratch);
 
