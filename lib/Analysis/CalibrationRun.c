@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "calibration_internal.h"
@@ -382,6 +383,8 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
   lib->set_observer(observe, &r);
   iq_progress_t *progress =
       ok ? iq_progress_start("calibration", passes * total, "tokens", stderr, false) : NULL;
+  struct timespec started;
+  clock_gettime(CLOCK_MONOTONIC, &started);
   uint32_t first = 0;
   for (uint32_t pass = 0; ok && pass < passes; ++pass) {
     r.first_unit = first;
@@ -408,6 +411,14 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
   iq_statistics_writer_abort(writer);
 
   long long peak_kib = status_kib("VmHWM");
+  struct timespec finished;
+  clock_gettime(CLOCK_MONOTONIC, &finished);
+  double seconds = (double)(finished.tv_sec - started.tv_sec) +
+                   (double)(finished.tv_nsec - started.tv_nsec) * 1e-9;
+  if (ok)
+    iq_log(IQ_LOG_INFO, "calibration: %llu windows x %u passes in %.1f s, %.0f tokens/s",
+           (unsigned long long)windows, passes, seconds,
+           seconds > 0 ? (double)(passes * total) / seconds : 0.0);
   if (ok) {
     if (peak_reset && peak_kib >= 0 && baseline_kib >= 0)
       iq_log(IQ_LOG_INFO,
