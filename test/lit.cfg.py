@@ -21,6 +21,7 @@ config.environment["PATH"] = path
 
 config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-opt")))
 config.substitutions.append(("%iq-compile", os.path.join(config.iq_tools_dir, "iq-compile")))
+config.substitutions.append(("%iq-kernels", os.path.join(config.iq_tools_dir, "iq-kernels")))
 config.substitutions.append(("%iq-onnx-dump", os.path.join(config.iq_tools_dir, "iq-onnx-dump")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
 config.substitutions.append(("%iq_src", config.iq_source_dir))

@@ -5,6 +5,7 @@
 #define IQ_TARGET_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "mlir-c/IR.h"
 
@@ -43,6 +44,12 @@ bool iq_target_emit(MlirOperation module, const iq_target_options_t *options,
  * loops calls. */
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
                            bool openmp, const char *output, iq_error_t **error);
+
+/* Links the kernel objects (one per instruction set, at most 16) with the
+ * target's libiq_kernels_rt.a into the shared library `output`, with
+ * pthreads and libm. */
+bool iq_target_link_kernels(const char *target, const char *const *objects, size_t count,
+                            const char *kernel_archive, const char *output, iq_error_t **error);
 
 #ifdef __cplusplus
 }
