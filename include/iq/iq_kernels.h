@@ -49,8 +49,9 @@ typedef struct iqk_activations {
  * (0..15) and scales. Returns NULL on invalid input or out of memory. */
 iqk_weights_t *iqk_weights_pack(int64_t n, int64_t k, const uint8_t *codes,
                                 const uint8_t *zero_points, const float *scales);
-/* Quantizes float weights [n][k] per output row to 4 bits (min-max range
- * including 0) and packs them. */
+/* Quantizes float weights [n][k] per output row with the rule of
+ * iqk_activations_quantize and packs them (round to nearest, no clipping
+ * search: a benchmark and test helper, not the model's quantizer). */
 iqk_weights_t *iqk_weights_quantize(int64_t n, int64_t k, const float *weights);
 void iqk_weights_free(iqk_weights_t *weights);
 
@@ -61,9 +62,10 @@ void iqk_activations_free(iqk_activations_t *activations);
  * scales, in the layout the kernels read. */
 int iqk_activations_set_codes(iqk_activations_t *activations, int64_t m, const uint8_t *codes,
                               const uint8_t *zero_points, const float *scales);
-/* Quantizes m float rows [m][k] per token to 4 bits (min-max range
- * including 0): sa = (max - min) / 15, za = round(-min / sa),
- * code = clamp(round(x / sa) + za, 0, 15). */
+/* Quantizes m float rows [m][k] per token to 4 bits: with
+ * xmin = min(min x, 0) and xmax = max(max x, 0) ([-1, 1] for an all-zero
+ * row), sa = max((xmax - xmin) / 15, 1e-8), za = round(-xmin / sa) and
+ * code = clamp(round(x / sa) + za, 0, 15), rounding half to even. */
 int iqk_activations_quantize(iqk_activations_t *activations, int64_t m, const float *x);
 
 /* y[m][n] = x * W^T for the m rows in `activations`; y is row-major with

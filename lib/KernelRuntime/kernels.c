@@ -261,17 +261,24 @@ iqk_weights_t *iqk_weights_pack(int64_t n, int64_t k, const uint8_t *codes,
   return w;
 }
 
-/* Min-max quantization of one row to codes 0..15 with the range widened to
- * include 0, so 0.0 has an exact code. */
+/* Asymmetric 4-bit min-max quantization of one row, the per-token rule of
+ * iq_quantize_per_token (iq/quant.h): the range always contains 0, an
+ * all-zero row uses [-1, 1], s = max((xmax - xmin) / 15, 1e-8),
+ * z = round(-xmin / s), code = clamp(round(x / s) + z, 0, 15), rounding
+ * half to even. */
 static void quantize_row(const float *x, int64_t k, uint8_t *codes, int32_t *zero, float *scale) {
   float low = 0.0f, high = 0.0f;
   for (int64_t i = 0; i < k; ++i) {
     low = x[i] < low ? x[i] : low;
     high = x[i] > high ? x[i] : high;
   }
+  if (low == 0.0f && high == 0.0f) {
+    low = -1.0f;
+    high = 1.0f;
+  }
   float step = (high - low) / 15.0f;
-  if (!(step > 0.0f) || !isfinite(step))
-    step = 1.0f;
+  if (!(step >= 1e-8f))
+    step = 1e-8f;
   float z = nearbyintf(-low / step);
   z = z < 0.0f ? 0.0f : (z > 15.0f ? 15.0f : z);
   for (int64_t i = 0; i < k; ++i) {

@@ -28,9 +28,11 @@ void reference_quantize_row(const float *x, int64_t k, uint8_t *codes, uint8_t *
     if (x[i] > high)
       high = x[i];
   }
-  float step = (high - low) / 15.0f;
-  if (!(step > 0.0f) || !isfinite(step))
-    step = 1.0f;
+  if (low == 0.0f && high == 0.0f) {
+    low = -1.0f;
+    high = 1.0f;
+  }
+  float step = fmaxf((high - low) / 15.0f, 1e-8f);
   float z = nearbyintf(-low / step);
   z = fminf(fmaxf(z, 0.0f), 15.0f);
   for (int64_t i = 0; i < k; ++i)
