@@ -24,6 +24,8 @@ config.substitutions.append(("%iq-compile", os.path.join(config.iq_tools_dir, "i
 config.substitutions.append(("%iq-kernels", os.path.join(config.iq_tools_dir, "iq-kernels")))
 config.substitutions.append(("%iq-onnx-dump", os.path.join(config.iq_tools_dir, "iq-onnx-dump")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
+config.substitutions.append(("%iq-quant-tests", os.path.join(config.iq_tools_dir, "iq-quant-tests")))
+config.substitutions.append(("%iq-quant-driver", os.path.join(config.iq_tools_dir, "iq-quant-driver")))
 config.substitutions.append(("%iq_src", config.iq_source_dir))
 
 # Python with the onnx package, for scripts that generate test models.
@@ -59,6 +61,9 @@ venv_python = os.path.join(config.iq_source_dir, ".venv", "bin", "python")
 if os.access(venv_python, os.X_OK) and subprocess.run(
         [venv_python, "-c", "import onnxruntime, onnx, numpy"], capture_output=True).returncode == 0:
     config.available_features.add("onnxruntime")
+if os.access(venv_python, os.X_OK) and subprocess.run(
+        [venv_python, "-c", "import numpy"], capture_output=True).returncode == 0:
+    config.available_features.add("numpy")
     if not any(pattern == "%python" for pattern, _ in config.substitutions):
         config.substitutions.append(("%python", venv_python))
 
