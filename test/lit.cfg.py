@@ -48,6 +48,16 @@ if qemu and cross_cc and os.path.isdir("/usr/aarch64-linux-gnu"):
     config.substitutions.append(("%cc-aarch64", cross_cc))
     config.substitutions.append(("%qemu-aarch64", qemu + " -L /usr/aarch64-linux-gnu"))
 
+# Linker arguments for a test program that calls iq_quant (iq/quant.h) as
+# its reference; the sanitizer build compiled those archives with the
+# sanitizers, so the program links their runtimes too.
+quant_link = " ".join([os.path.join(config.iq_build_dir, "lib", "libiq_quant.a"),
+                       os.path.join(config.iq_build_dir, "lib", "libiq_support.a"),
+                       "-llapacke -lopenblas -lm -pthread"])
+if config.iq_sanitizers:
+    quant_link += " -fsanitize=address,undefined"
+config.substitutions.append(("%iq-quant-link", quant_link))
+
 # lit substitutes in list order, so %cc comes after %cc-aarch64.
 config.substitutions.append(("%cc", config.iq_c_compiler))
 

@@ -48,11 +48,13 @@ const iq_int4_isa_t *iq_int4_isas(const char *target, size_t *count);
 /* Returns the instruction set named `name` for `target`, or NULL. */
 const iq_int4_isa_t *iq_int4_isa_find(const char *target, const char *name);
 
-/* Generates the MLIR source (func, scf, arith, memref, vector and
- * llvm.call_intrinsic) of iqk_<name>_gemv and iqk_<name>_gemm for one
- * instruction set. Returns a NUL-terminated string the caller frees, or
- * NULL when memory ran out. */
-char *iq_int4_kernel_source(const iq_int4_isa_t *isa);
+/* Generates the MLIR source (func, scf, arith, math, memref, vector and
+ * llvm.call_intrinsic) of one instruction set's kernels: iqk_<name>_gemv,
+ * iqk_<name>_gemm, iqk_<name>_quantize and the quantizers fused with the
+ * Hadamard transform, iqk_<name>_quantize_h<F> (F = 1 for powers of two,
+ * else the K factor). Returns a NUL-terminated string the caller frees, or
+ * NULL with `*error` set. */
+char *iq_int4_kernel_source(const iq_int4_isa_t *isa, iq_error_t **error);
 
 /* The pass pipeline from that source to the LLVM dialect. */
 extern const char iq_int4_lowering_pipeline[];

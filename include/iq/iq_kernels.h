@@ -67,6 +67,18 @@ int iqk_activations_set_codes(iqk_activations_t *activations, int64_t m, const u
  * row), sa = max((xmax - xmin) / 15, 1e-8), za = round(-xmin / sa) and
  * code = clamp(round(x / sa) + za, 0, 15), rounding half to even. */
 int iqk_activations_quantize(iqk_activations_t *activations, int64_t m, const float *x);
+/* Applies the online Hadamard transform of size K to each row, then
+ * quantizes it as iqk_activations_quantize does, reading each row once.
+ * The transform is iq_hadamard_transform's (iq/quant.h): for K = F * 2^j,
+ * with F the first of 172, 156, 140, 108, 60, 52, 36, 28, 44, 40, 20, 12
+ * that gives a power of two (else F = 1 when K is a power of two), the
+ * row viewed as [F, 2^j] gets the Walsh-Hadamard transform along 2^j, a
+ * multiply by 1/sqrt(K) and the F x F Hadamard table along F. Fails for
+ * other K. */
+int iqk_activations_quantize_hadamard(iqk_activations_t *activations, int64_t m, const float *x);
+/* Returns the K factor F of the transform of size k, 1 for a power of
+ * two, or 0 when there is no transform of that size. */
+int iqk_hadamard_factor(int64_t k);
 
 /* y[m][n] = x * W^T for the m rows in `activations`; y is row-major with
  * row stride n. Runs the GEMV kernel when m == 1, else the GEMM kernel,

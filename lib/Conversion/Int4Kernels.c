@@ -12,16 +12,14 @@
  * Both kernels end with the same epilogue (zero points folded into
  * precomputed sums):
  *   y = (float)(dot - zw * asum - za * wsum + K * za * zw) * sa * sw. */
-#include "iq/int4_kernels.h"
-
 #include <stdio.h>
 #include <string.h>
 
-#include "TextBuffer.h"
+#include "Int4KernelsInternal.h"
 
 const char iq_int4_lowering_pipeline[] =
     "builtin.module(convert-scf-to-cf,convert-vector-to-llvm,expand-strided-metadata,"
-    "lower-affine,convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,"
+    "lower-affine,convert-math-to-llvm,convert-arith-to-llvm,convert-index-to-llvm,convert-cf-to-llvm,"
     "finalize-memref-to-llvm,convert-func-to-llvm,reconcile-unrealized-casts)";
 
 /* The CPU names are LLVM's microarchitecture levels, so the variants tune
@@ -624,9 +622,17 @@ static void emit_gemm_i8mm(iq_text_t *t, const iq_int4_isa_t *isa) {
   emit_gemm_footer(t);
 }
 
-char *iq_int4_kernel_source(const iq_int4_isa_t *isa) {
+char *iq_int4_kernel_source(const iq_int4_isa_t *isa, iq_error_t **error) {
   iq_text_t text = {0};
   iq_text_printf(&text, "module {\n");
+  if (!iq_int4_emit_hadamard_tables(&text, error)) {
+    iq_text_free(&text);
+    return NULL;
+  }
+  iq_int4_emit_quantize(&text, isa, 0);
+  iq_int4_emit_quantize(&text, isa, 1);
+  for (int f = 0; f < IQ_INT4_HADAMARD_FACTOR_COUNT; ++f)
+    iq_int4_emit_quantize(&text, isa, iq_int4_hadamard_factors[f]);
   emit_gemv(&text, isa);
   if (isa->kind == IQ_INT4_I8MM)
     emit_gemm_i8mm(&text, isa);
@@ -635,6 +641,7 @@ char *iq_int4_kernel_source(const iq_int4_isa_t *isa) {
   iq_text_printf(&text, "}\n");
   if (text.failed) {
     iq_text_free(&text);
+    iq_error_set(error, NULL, NULL, NULL, "out of memory generating the %s kernels", isa->name);
     return NULL;
   }
   return text.data;

@@ -29,6 +29,20 @@ typedef void iqk_gemm_fn(IQK_KERNEL_ARGUMENTS, IQK_MEMREF(int32_t), int64_t bloc
  * int4_kernels.h); a longer K needs the partial-sum buffer. */
 #define IQK_CHUNK_BLOCKS 32
 
+/* iqk_<isa>_quantize[_h<F>](x, codes, zero, sum, scale, work, K, blocks,
+ * panel_rows, row_begin, row_end, log2(K / F), 1 / sqrt(K)): quantizes
+ * rows [row_begin, row_end) of x, after the Hadamard transform for the _h
+ * variants, which use work[0, 2K). */
+typedef void iqk_quantize_fn(IQK_MEMREF(float), IQK_MEMREF(uint8_t), IQK_MEMREF(int32_t),
+                             IQK_MEMREF(int32_t), IQK_MEMREF(float), IQK_MEMREF(float), int64_t k,
+                             int64_t blocks, int64_t panel_rows, int64_t row_begin,
+                             int64_t row_end, int64_t log2m, float hscale);
+
+/* The quantizer variants of a kernel set: plain, power-of-two Hadamard,
+ * then one per K factor in the order of IQK_HADAMARD_FACTORS. */
+#define IQK_HADAMARD_FACTORS {172, 156, 140, 108, 60, 52, 36, 28, 44, 40, 20, 12}
+#define IQK_QUANTIZER_COUNT 14
+
 typedef void iqk_task_fn(void *context, int part, int parts);
 
 /* Runs task(context, i, parts) for i in [0, parts) on up to `threads`

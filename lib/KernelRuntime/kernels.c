@@ -36,12 +36,29 @@ const char *iqk_last_error(void) { return last_error; }
 
 #define DECLARE_KERNELS(isa)                                                                      \
   iqk_gemv_fn iqk_##isa##_gemv;                                                                   \
-  iqk_gemm_fn iqk_##isa##_gemm;
+  iqk_gemm_fn iqk_##isa##_gemm;                                                                   \
+  iqk_quantize_fn iqk_##isa##_quantize, iqk_##isa##_quantize_h1, iqk_##isa##_quantize_h172,      \
+      iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,            \
+      iqk_##isa##_quantize_h60, iqk_##isa##_quantize_h52, iqk_##isa##_quantize_h36,               \
+      iqk_##isa##_quantize_h28, iqk_##isa##_quantize_h44, iqk_##isa##_quantize_h40,               \
+      iqk_##isa##_quantize_h20, iqk_##isa##_quantize_h12;
+
+#define KERNEL_SET(isa)                                                                           \
+  {                                                                                               \
+    #isa, iqk_##isa##_gemv, iqk_##isa##_gemm, {                                                   \
+      iqk_##isa##_quantize, iqk_##isa##_quantize_h1, iqk_##isa##_quantize_h172,                  \
+          iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,        \
+          iqk_##isa##_quantize_h60, iqk_##isa##_quantize_h52, iqk_##isa##_quantize_h36,           \
+          iqk_##isa##_quantize_h28, iqk_##isa##_quantize_h44, iqk_##isa##_quantize_h40,           \
+          iqk_##isa##_quantize_h20, iqk_##isa##_quantize_h12                                      \
+    }                                                                                             \
+  }
 
 typedef struct kernel_set {
   const char *name;
   iqk_gemv_fn *gemv;
   iqk_gemm_fn *gemm;
+  iqk_quantize_fn *quantize[IQK_QUANTIZER_COUNT];
 } kernel_set_t;
 
 #if defined(__x86_64__)
@@ -51,10 +68,10 @@ DECLARE_KERNELS(avxvnni)
 DECLARE_KERNELS(avx512vnni)
 /* Best first. */
 static const kernel_set_t kernel_sets[] = {
-    {"avx512vnni", iqk_avx512vnni_gemv, iqk_avx512vnni_gemm},
-    {"avxvnni", iqk_avxvnni_gemv, iqk_avxvnni_gemm},
-    {"avx2", iqk_avx2_gemv, iqk_avx2_gemm},
-    {"generic", iqk_generic_gemv, iqk_generic_gemm},
+    KERNEL_SET(avx512vnni),
+    KERNEL_SET(avxvnni),
+    KERNEL_SET(avx2),
+    KERNEL_SET(generic),
 };
 
 /* __builtin_cpu_supports reads cpuid and, for AVX and AVX-512, checks that
@@ -77,9 +94,9 @@ DECLARE_KERNELS(generic)
 DECLARE_KERNELS(dotprod)
 DECLARE_KERNELS(i8mm)
 static const kernel_set_t kernel_sets[] = {
-    {"i8mm", iqk_i8mm_gemv, iqk_i8mm_gemm},
-    {"dotprod", iqk_dotprod_gemv, iqk_dotprod_gemm},
-    {"generic", iqk_generic_gemv, iqk_generic_gemm},
+    KERNEL_SET(i8mm),
+    KERNEL_SET(dotprod),
+    KERNEL_SET(generic),
 };
 
 /* Linux's AT_HWCAP bits (asm/hwcap.h): ASIMDDP is bit 20; AT_HWCAP2 bit
@@ -405,21 +422,86 @@ int iqk_activations_set_codes(iqk_activations_t *activations, int64_t m, const u
   return 0;
 }
 
-int iqk_activations_quantize(iqk_activations_t *activations, int64_t m, const float *x) {
-  if (!activations || !x)
+typedef struct quantize_task {
+  const kernel_set_t *set;
+  iqk_activations_t *a;
+  const float *x;
+  float *work; /* 2K floats per part */
+  int variant;
+  int64_t log2m;
+  float hscale;
+} quantize_task_t;
+
+static void run_quantize_part(void *context, int part, int parts) {
+  const quantize_task_t *task = context;
+  iqk_activations_t *a = task->a;
+  int64_t row_begin = a->m * part / parts, row_end = a->m * (part + 1) / parts;
+  if (row_begin == row_end)
+    return;
+  int64_t rows = padded_rows(a);
+  float *work = task->work + (size_t)part * 2 * (size_t)a->k;
+  task->set->quantize[task->variant](
+      IQK_MEMREF_ARGS((float *)task->x, a->m * a->k),
+      IQK_MEMREF_ARGS(a->codes, rows * a->blocks * IQK_BLOCK_K), IQK_MEMREF_ARGS(a->zero, rows),
+      IQK_MEMREF_ARGS(a->sum, rows), IQK_MEMREF_ARGS(a->scale, rows),
+      IQK_MEMREF_ARGS(work, task->work ? 2 * a->k : 0), a->k, a->blocks, a->panel_rows,
+      row_begin, row_end, task->log2m, task->hscale);
+}
+
+/* Runs quantizer `variant` over the rows on the library's threads. */
+static int quantize_rows(iqk_activations_t *a, int64_t m, const float *x, int variant,
+                         int64_t log2m) {
+  if (!selected)
+    return fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
+  if (!a || !x)
     return fail("iqk_activations_quantize: arguments must not be NULL");
-  if (prepare_rows(activations, m) != 0)
+  if (prepare_rows(a, m) != 0)
     return -1;
-  uint8_t *codes = malloc((size_t)activations->k);
-  if (!codes)
-    return fail("out of memory");
-  for (int64_t r = 0; r < m; ++r) {
-    quantize_row(x + r * activations->k, activations->k, codes, &activations->zero[r],
-                 &activations->scale[r]);
-    store_row(activations, r, codes);
+  int threads = thread_count < m ? thread_count : (int)m;
+  quantize_task_t task = {.set = selected, .a = a, .x = x, .variant = variant, .log2m = log2m,
+                          .hscale = (float)(1.0 / sqrt((double)a->k))};
+  if (variant > 0) {
+    task.work = malloc((size_t)threads * 2 * (size_t)a->k * sizeof(float));
+    if (!task.work)
+      return fail("out of memory for the Hadamard work buffers");
   }
-  free(codes);
+  iqk_parallel_run(threads, run_quantize_part, &task);
+  free(task.work);
   return 0;
+}
+
+int iqk_activations_quantize(iqk_activations_t *activations, int64_t m, const float *x) {
+  return quantize_rows(activations, m, x, 0, 0);
+}
+
+int iqk_hadamard_factor(int64_t k) {
+  static const int factors[] = IQK_HADAMARD_FACTORS;
+  for (size_t f = 0; f < sizeof factors / sizeof factors[0]; ++f)
+    if (k % factors[f] == 0 && ((k / factors[f]) & (k / factors[f] - 1)) == 0)
+      return factors[f];
+  if (k > 0 && (k & (k - 1)) == 0)
+    return 1;
+  return 0;
+}
+
+int iqk_activations_quantize_hadamard(iqk_activations_t *activations, int64_t m, const float *x) {
+  if (!activations)
+    return fail("iqk_activations_quantize_hadamard: arguments must not be NULL");
+  int64_t k = activations->k;
+  int factor = iqk_hadamard_factor(k);
+  if (factor == 0)
+    return fail("no Hadamard transform of size %lld: use K * 2^m with K in {1, 12, 20, 28, 36, "
+                "40, 44, 52, 60, 108, 140, 156, 172}",
+                (long long)k);
+  static const int factors[] = IQK_HADAMARD_FACTORS;
+  int variant = 1;
+  for (size_t f = 0; f < sizeof factors / sizeof factors[0]; ++f)
+    if (factors[f] == factor)
+      variant = 2 + (int)f;
+  int64_t log2m = 0;
+  while ((INT64_C(1) << log2m) < k / factor)
+    log2m++;
+  return quantize_rows(activations, m, x, variant, log2m);
 }
 
 /* ---- Matrix multiply ---------------------------------------------------------- */

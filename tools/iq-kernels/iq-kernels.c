@@ -162,10 +162,9 @@ static bool emit_in_child(MlirOperation module, const iq_target_options_t *targe
  * source when `source_only`) to `path`. */
 static bool build_isa(MlirContext context, const iq_int4_isa_t *isa, bool source_only,
                       iq_emit_kind_t kind, const char *path, iq_error_t **error) {
-  char *source = iq_int4_kernel_source(isa);
+  char *source = iq_int4_kernel_source(isa, error);
   if (!source)
-    return iq_error_set(error, NULL, NULL, NULL, "out of memory generating the %s kernels",
-                        isa->name);
+    return false;
   if (source_only) {
     bool ok = iq_write_file_atomic(path, source, strlen(source), error);
     free(source);
