@@ -85,6 +85,43 @@ int iqk_hadamard_factor(int64_t k);
  * on the library's threads, which split the weight rows. */
 int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activations, float *y);
 
+/* An int4 KV cache for one sequence. Per KV head h and position j,
+ * k_codes[(h * capacity + j) * head_dim / 2 + i] holds dimension 2i in its
+ * low nibble and 2i + 1 in its high nibble (likewise v_codes), and a value
+ * is scale * (code - zero) with scale and zero at [h * capacity + j]. K is
+ * stored after the Hadamard transform along head_dim (H / sqrt(head_dim),
+ * Sylvester order); V as given. Both use the per-token 4-bit rule of
+ * iqk_activations_quantize on each (position, KV head) row, with the range
+ * multiplied by the clip factor first. */
+typedef struct iqk_kv_cache {
+  int64_t kv_heads, head_dim, capacity, length;
+  uint8_t *k_codes, *v_codes;
+  float *k_scale, *k_zero, *v_scale, *v_zero;
+  float k_clip, v_clip; /* 1.0 unless set */
+} iqk_kv_cache_t;
+
+/* Creates an empty cache; head_dim must be a power of two from 2 to 4096. */
+iqk_kv_cache_t *iqk_kv_cache_create(int64_t kv_heads, int64_t head_dim, int64_t capacity);
+void iqk_kv_cache_free(iqk_kv_cache_t *cache);
+/* Sets the clip factors (0 < clip <= 1) of later appends. */
+int iqk_kv_cache_set_clip(iqk_kv_cache_t *cache, float k_clip, float v_clip);
+/* Appends `tokens` positions: k and v are [tokens][kv_heads][head_dim]
+ * (k after RoPE). Fails when the cache would exceed its capacity. */
+int iqk_kv_cache_append(iqk_kv_cache_t *cache, int64_t tokens, const float *k, const float *v);
+/* Drops the positions from `length` on. */
+int iqk_kv_cache_truncate(iqk_kv_cache_t *cache, int64_t length);
+
+/* Causal attention of the last `tokens` positions of the cache (appended
+ * already): q and out are [tokens][heads][head_dim], q after RoPE; query t
+ * sees positions 0 .. length - tokens + t. Query heads map to KV heads in
+ * groups of heads / kv_heads. The kernel applies the Hadamard transform to
+ * q, computes the scores from the codes (s * (q . code - z * sum(q))),
+ * scaled by 1 / sqrt(head_dim), and the softmax-weighted sum of the
+ * dequantized V rows, without a float copy of the cache. Heads are split
+ * over the library's threads. */
+int iqk_attention(const iqk_kv_cache_t *cache, int64_t tokens, int64_t heads, const float *q,
+                  float *out);
+
 /* The selected kernel set: "generic", "avx2", "avxvnni", "avx512vnni"
  * (x86-64), "dotprod", "i8mm" (AArch64). At load the library picks the
  * best one the CPU supports, or the one IQ_KERNEL names. */

@@ -633,6 +633,8 @@ char *iq_int4_kernel_source(const iq_int4_isa_t *isa, iq_error_t **error) {
   iq_int4_emit_quantize(&text, isa, 1);
   for (int f = 0; f < IQ_INT4_HADAMARD_FACTOR_COUNT; ++f)
     iq_int4_emit_quantize(&text, isa, iq_int4_hadamard_factors[f]);
+  iq_int4_emit_kv_append(&text, isa);
+  iq_int4_emit_attention(&text, isa);
   emit_gemv(&text, isa);
   if (isa->kind == IQ_INT4_I8MM)
     emit_gemm_i8mm(&text, isa);

@@ -17,4 +17,8 @@ bool iq_int4_emit_hadamard_tables(iq_text_t *t, iq_error_t **error);
  * iqk_<isa>_quantize_h<factor> (1: power-of-two sizes). */
 void iq_int4_emit_quantize(iq_text_t *t, const iq_int4_isa_t *isa, int factor);
 
+/* Emits iqk_<isa>_kv_append and iqk_<isa>_attention (Int4Attention.c). */
+void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa);
+void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa);
+
 #endif /* IQ_INT4_KERNELS_INTERNAL_H */

@@ -21,8 +21,7 @@
 
 static _Thread_local char last_error[512];
 
-static int fail(const char *format, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *format, ...) {
+int iqk_fail(const char *format, ...) {
   va_list arguments;
   va_start(arguments, format);
   vsnprintf(last_error, sizeof last_error, format, arguments);
@@ -41,7 +40,9 @@ const char *iqk_last_error(void) { return last_error; }
       iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,            \
       iqk_##isa##_quantize_h60, iqk_##isa##_quantize_h52, iqk_##isa##_quantize_h36,               \
       iqk_##isa##_quantize_h28, iqk_##isa##_quantize_h44, iqk_##isa##_quantize_h40,               \
-      iqk_##isa##_quantize_h20, iqk_##isa##_quantize_h12;
+      iqk_##isa##_quantize_h20, iqk_##isa##_quantize_h12;                                       \
+  iqk_kv_append_fn iqk_##isa##_kv_append;                                                         \
+  iqk_attention_fn iqk_##isa##_attention;
 
 #define KERNEL_SET(isa)                                                                           \
   {                                                                                               \
@@ -52,14 +53,10 @@ const char *iqk_last_error(void) { return last_error; }
           iqk_##isa##_quantize_h28, iqk_##isa##_quantize_h44, iqk_##isa##_quantize_h40,           \
           iqk_##isa##_quantize_h20, iqk_##isa##_quantize_h12                                      \
     }                                                                                             \
+    , iqk_##isa##_kv_append, iqk_##isa##_attention                                                \
   }
 
-typedef struct kernel_set {
-  const char *name;
-  iqk_gemv_fn *gemv;
-  iqk_gemm_fn *gemm;
-  iqk_quantize_fn *quantize[IQK_QUANTIZER_COUNT];
-} kernel_set_t;
+typedef struct iqk_kernel_set kernel_set_t;
 
 #if defined(__x86_64__)
 DECLARE_KERNELS(generic)
@@ -140,21 +137,27 @@ int iqk_select_kernel(const char *name) {
     for (size_t i = 0; i < KERNEL_SET_COUNT; ++i)
       snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
                kernel_sets[i].name);
-    return fail("unknown kernel set '%s'; this library has %s", name, names);
+    return iqk_fail("unknown kernel set '%s'; this library has %s", name, names);
   }
   if (!cpu_supports(name))
-    return fail("kernel set '%s' needs instructions this CPU does not have; use one of the "
+    return iqk_fail("kernel set '%s' needs instructions this CPU does not have; use one of the "
                 "supported sets (generic always works)",
                 name);
   selected = set;
   return 0;
 }
 
+const iqk_kernel_set_t *iqk_selected_set(void) {
+  if (!selected)
+    iqk_fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
+  return selected;
+}
+
 const char *iqk_kernel_name(void) { return selected ? selected->name : "none"; }
 
 int iqk_set_num_threads(int threads) {
   if (threads < 1 || threads > 64)
-    return fail("invalid thread count %d; use 1 to 64", threads);
+    return iqk_fail("invalid thread count %d; use 1 to 64", threads);
   thread_count = threads;
   return 0;
 }
@@ -196,7 +199,7 @@ __attribute__((constructor)) static void select_at_load(void) {
 static bool valid_shape(int64_t rows, int64_t k, const char *what) {
   /* K * 15 * 15 * 2 must fit the int32 sums with room for the corrections. */
   if (rows < 1 || k < 1 || k > (1 << 20) || rows > (INT64_C(1) << 31)) {
-    fail("invalid %s shape [%lld, %lld]; rows must be >= 1 and K in 1..1048576", what,
+    iqk_fail("invalid %s shape [%lld, %lld]; rows must be >= 1 and K in 1..1048576", what,
          (long long)rows, (long long)k);
     return false;
   }
@@ -227,24 +230,24 @@ iqk_weights_t *iqk_weights_pack(int64_t n, int64_t k, const uint8_t *codes,
   if (!valid_shape(n, k, "weight"))
     return NULL;
   if (!codes || !zero_points || !scales) {
-    fail("iqk_weights_pack: codes, zero points and scales must not be NULL");
+    iqk_fail("iqk_weights_pack: codes, zero points and scales must not be NULL");
     return NULL;
   }
   for (int64_t i = 0; i < n * k; ++i)
     if (codes[i] > 15) {
-      fail("weight code %u at row %lld, k %lld is outside 0..15", codes[i], (long long)(i / k),
+      iqk_fail("weight code %u at row %lld, k %lld is outside 0..15", codes[i], (long long)(i / k),
            (long long)(i % k));
       return NULL;
     }
   for (int64_t r = 0; r < n; ++r)
     if (zero_points[r] > 15) {
-      fail("weight zero point %u of row %lld is outside 0..15", zero_points[r], (long long)r);
+      iqk_fail("weight zero point %u of row %lld is outside 0..15", zero_points[r], (long long)r);
       return NULL;
     }
 
   iqk_weights_t *w = calloc(1, sizeof *w);
   if (!w) {
-    fail("out of memory");
+    iqk_fail("out of memory");
     return NULL;
   }
   w->n = n;
@@ -258,7 +261,7 @@ iqk_weights_t *iqk_weights_pack(int64_t n, int64_t k, const uint8_t *codes,
   w->scale = aligned_zeroed((size_t)rows * sizeof(float));
   if (!w->codes || !w->zero || !w->sum || !w->scale) {
     iqk_weights_free(w);
-    fail("out of memory packing a [%lld, %lld] weight", (long long)n, (long long)k);
+    iqk_fail("out of memory packing a [%lld, %lld] weight", (long long)n, (long long)k);
     return NULL;
   }
   for (int64_t r = 0; r < n; ++r) {
@@ -322,7 +325,7 @@ iqk_weights_t *iqk_weights_quantize(int64_t n, int64_t k, const float *weights) 
     }
     packed = iqk_weights_pack(n, k, codes, zero_points, scales);
   } else {
-    fail("out of memory quantizing a [%lld, %lld] weight", (long long)n, (long long)k);
+    iqk_fail("out of memory quantizing a [%lld, %lld] weight", (long long)n, (long long)k);
   }
   free(codes);
   free(zero_points);
@@ -337,7 +340,7 @@ iqk_activations_t *iqk_activations_create(int64_t max_m, int64_t k) {
     return NULL;
   iqk_activations_t *a = calloc(1, sizeof *a);
   if (!a) {
-    fail("out of memory");
+    iqk_fail("out of memory");
     return NULL;
   }
   a->k = k;
@@ -350,7 +353,7 @@ iqk_activations_t *iqk_activations_create(int64_t max_m, int64_t k) {
   a->scale = aligned_zeroed((size_t)rows * sizeof(float));
   if (!a->codes || !a->zero || !a->sum || !a->scale) {
     iqk_activations_free(a);
-    fail("out of memory for %lld activation rows of width %lld", (long long)max_m, (long long)k);
+    iqk_fail("out of memory for %lld activation rows of width %lld", (long long)max_m, (long long)k);
     return NULL;
   }
   return a;
@@ -373,7 +376,7 @@ static int64_t padded_rows(const iqk_activations_t *a) {
 /* Clears the rows and sets the layout for m rows. */
 static int prepare_rows(iqk_activations_t *a, int64_t m) {
   if (m < 1 || m > a->capacity)
-    return fail("invalid activation row count %lld; the buffer holds 1 to %lld rows",
+    return iqk_fail("invalid activation row count %lld; the buffer holds 1 to %lld rows",
                 (long long)m, (long long)a->capacity);
   a->m = m;
   a->panel_rows = m == 1 ? 1 : IQK_PANEL_ROWS;
@@ -404,16 +407,16 @@ static void store_row(iqk_activations_t *a, int64_t row, const uint8_t *codes) {
 int iqk_activations_set_codes(iqk_activations_t *activations, int64_t m, const uint8_t *codes,
                               const uint8_t *zero_points, const float *scales) {
   if (!activations || !codes || !zero_points || !scales)
-    return fail("iqk_activations_set_codes: arguments must not be NULL");
+    return iqk_fail("iqk_activations_set_codes: arguments must not be NULL");
   for (int64_t i = 0; i < m * activations->k && m <= activations->capacity; ++i)
     if (codes[i] > 15)
-      return fail("activation code %u at row %lld, k %lld is outside 0..15", codes[i],
+      return iqk_fail("activation code %u at row %lld, k %lld is outside 0..15", codes[i],
                   (long long)(i / activations->k), (long long)(i % activations->k));
   if (prepare_rows(activations, m) != 0)
     return -1;
   for (int64_t r = 0; r < m; ++r) {
     if (zero_points[r] > 15)
-      return fail("activation zero point %u of row %lld is outside 0..15", zero_points[r],
+      return iqk_fail("activation zero point %u of row %lld is outside 0..15", zero_points[r],
                   (long long)r);
     store_row(activations, r, codes + r * activations->k);
     activations->zero[r] = zero_points[r];
@@ -452,9 +455,9 @@ static void run_quantize_part(void *context, int part, int parts) {
 static int quantize_rows(iqk_activations_t *a, int64_t m, const float *x, int variant,
                          int64_t log2m) {
   if (!selected)
-    return fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
+    return iqk_fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
   if (!a || !x)
-    return fail("iqk_activations_quantize: arguments must not be NULL");
+    return iqk_fail("iqk_activations_quantize: arguments must not be NULL");
   if (prepare_rows(a, m) != 0)
     return -1;
   int threads = thread_count < m ? thread_count : (int)m;
@@ -463,7 +466,7 @@ static int quantize_rows(iqk_activations_t *a, int64_t m, const float *x, int va
   if (variant > 0) {
     task.work = malloc((size_t)threads * 2 * (size_t)a->k * sizeof(float));
     if (!task.work)
-      return fail("out of memory for the Hadamard work buffers");
+      return iqk_fail("out of memory for the Hadamard work buffers");
   }
   iqk_parallel_run(threads, run_quantize_part, &task);
   free(task.work);
@@ -486,11 +489,11 @@ int iqk_hadamard_factor(int64_t k) {
 
 int iqk_activations_quantize_hadamard(iqk_activations_t *activations, int64_t m, const float *x) {
   if (!activations)
-    return fail("iqk_activations_quantize_hadamard: arguments must not be NULL");
+    return iqk_fail("iqk_activations_quantize_hadamard: arguments must not be NULL");
   int64_t k = activations->k;
   int factor = iqk_hadamard_factor(k);
   if (factor == 0)
-    return fail("no Hadamard transform of size %lld: use K * 2^m with K in {1, 12, 20, 28, 36, "
+    return iqk_fail("no Hadamard transform of size %lld: use K * 2^m with K in {1, 12, 20, 28, 36, "
                 "40, 44, 52, 60, 108, 140, 156, 172}",
                 (long long)k);
   static const int factors[] = IQK_HADAMARD_FACTORS;
@@ -545,13 +548,13 @@ static void run_part(void *context, int part, int parts) {
 
 int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activations, float *y) {
   if (!selected)
-    return fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
+    return iqk_fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
   if (!weights || !activations || !y)
-    return fail("iqk_matmul: arguments must not be NULL");
+    return iqk_fail("iqk_matmul: arguments must not be NULL");
   if (activations->m < 1)
-    return fail("iqk_matmul: the activations hold no rows (quantize or set codes first)");
+    return iqk_fail("iqk_matmul: the activations hold no rows (quantize or set codes first)");
   if (weights->k != activations->k)
-    return fail("iqk_matmul: the weights have K = %lld but the activations K = %lld",
+    return iqk_fail("iqk_matmul: the weights have K = %lld but the activations K = %lld",
                 (long long)weights->k, (long long)activations->k);
   matmul_task_t task = {.set = selected, .w = weights, .a = activations, .y = y};
   /* Partial sums are needed only when K spans more than one chunk. */
@@ -559,7 +562,7 @@ int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activation
     task.partial_count = padded_rows(activations) * weights->n;
     task.partial = malloc((size_t)task.partial_count * sizeof(int32_t));
     if (!task.partial)
-      return fail("out of memory for the [%lld, %lld] partial sums", (long long)activations->m,
+      return iqk_fail("out of memory for the [%lld, %lld] partial sums", (long long)activations->m,
                   (long long)weights->n);
   }
   int threads = thread_count < weights->groups ? thread_count : (int)weights->groups;

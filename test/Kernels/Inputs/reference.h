@@ -14,4 +14,18 @@ void reference_matmul(int64_t m, int64_t n, int64_t k, const uint8_t *a, const u
 void reference_quantize_row(const float *x, int64_t k, uint8_t *codes, uint8_t *zero,
                             float *scale);
 
+/* An int4 KV cache in the layout of iqk_kv_cache_t. */
+typedef struct reference_cache {
+  int64_t kv_heads, head_dim, capacity, length;
+  uint8_t *k_codes, *v_codes;
+  float *k_scale, *k_zero, *v_scale, *v_zero;
+  float k_clip, v_clip;
+} reference_cache_t;
+
+/* iqk_kv_cache_append and iqk_attention as scalar loops in the kernels'
+ * order of float operations. */
+void reference_kv_append(reference_cache_t *cache, int64_t tokens, const float *k, const float *v);
+void reference_attention(const reference_cache_t *cache, int64_t tokens, int64_t heads,
+                         const float *q, float *out);
+
 #endif /* IQ_TEST_KERNELS_REFERENCE_H */
