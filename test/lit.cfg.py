@@ -21,6 +21,7 @@ config.environment["PATH"] = path
 
 config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-opt")))
 config.substitutions.append(("%iq-compile", os.path.join(config.iq_tools_dir, "iq-compile")))
+config.substitutions.append(("%iq-kernels", os.path.join(config.iq_tools_dir, "iq-kernels")))
 config.substitutions.append(("%iq-onnx-dump", os.path.join(config.iq_tools_dir, "iq-onnx-dump")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
 config.substitutions.append(("%iq-quant-tests", os.path.join(config.iq_tools_dir, "iq-quant-tests")))
@@ -46,6 +47,16 @@ if qemu and cross_cc and os.path.isdir("/usr/aarch64-linux-gnu"):
     config.available_features.add("qemu-aarch64")
     config.substitutions.append(("%cc-aarch64", cross_cc))
     config.substitutions.append(("%qemu-aarch64", qemu + " -L /usr/aarch64-linux-gnu"))
+
+# Linker arguments for a test program that calls iq_quant (iq/quant.h) as
+# its reference; the sanitizer build compiled those archives with the
+# sanitizers, so the program links their runtimes too.
+quant_link = " ".join([os.path.join(config.iq_build_dir, "lib", "libiq_quant.a"),
+                       os.path.join(config.iq_build_dir, "lib", "libiq_support.a"),
+                       "-llapacke -lopenblas -lm -pthread"])
+if config.iq_sanitizers:
+    quant_link += " -fsanitize=address,undefined"
+config.substitutions.append(("%iq-quant-link", quant_link))
 
 # lit substitutes in list order, so %cc comes after %cc-aarch64.
 config.substitutions.append(("%cc", config.iq_c_compiler))

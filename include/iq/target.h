@@ -61,6 +61,12 @@ const char *iq_target_host(void);
 bool iq_target_build_host_library(MlirContext context, const char *source, const char *pipeline,
                                   const char *folder, const char *output, iq_error_t **error);
 
+/* Links the kernel objects (one per instruction set, at most 16) with the
+ * target's libiq_kernels_rt.a into the shared library `output`, with
+ * pthreads and libm. */
+bool iq_target_link_kernels(const char *target, const char *const *objects, size_t count,
+                            const char *kernel_archive, const char *output, iq_error_t **error);
+
 #ifdef __cplusplus
 }
 #endif

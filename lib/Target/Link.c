@@ -52,3 +52,50 @@ bool iq_target_link_shared(const char *target, const char *object, const char *r
                         "linking the shared library failed");
   return true;
 }
+
+bool iq_target_link_kernels(const char *target, const char *const *objects, size_t count,
+                            const char *kernel_archive, const char *output, iq_error_t **error) {
+  const char *driver = NULL;
+  if (strcmp(target, "x86_64-linux-gnu") == 0)
+    driver = "cc";
+  else if (strcmp(target, "aarch64-linux-gnu") == 0)
+    driver = "aarch64-linux-gnu-gcc";
+  else
+    return iq_error_set(error, NULL, "--target", NULL, "unsupported target '%s'", target);
+  if (count > 16)
+    return iq_error_set(error, NULL, NULL, NULL, "too many kernel objects (%zu, at most 16)",
+                        count);
+
+  /* The archive's iqk_* functions are the library's interface, so all of
+   * it goes in (--whole-archive). */
+  char *arguments[32];
+  size_t used = 0;
+  arguments[used++] = (char *)driver;
+  arguments[used++] = "-shared";
+  arguments[used++] = "-o";
+  arguments[used++] = (char *)output;
+  for (size_t i = 0; i < count; ++i)
+    arguments[used++] = (char *)objects[i];
+  arguments[used++] = "-Wl,--whole-archive";
+  arguments[used++] = (char *)kernel_archive;
+  arguments[used++] = "-Wl,--no-whole-archive";
+  arguments[used++] = "-pthread";
+  arguments[used++] = "-lm";
+  arguments[used++] = "-Wl,-z,noexecstack";
+  arguments[used] = NULL;
+
+  pid_t pid;
+  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
+  if (status != 0)
+    return iq_error_set(error, NULL, driver,
+                        "install the target's C compiler (scripts/setup.sh installs gcc and "
+                        "gcc-aarch64-linux-gnu)",
+                        "cannot run the linker: %s", strerror(status));
+  if (waitpid(pid, &status, 0) < 0)
+    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
+                        strerror(errno));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return iq_error_set(error, output, driver, "the linker's messages above say why",
+                        "linking the kernel library failed");
+  return true;
+}

@@ -1,0 +1,209 @@
+/* Bit-exact checks of libiqk.so's kernels against the scalar reference.
+ * Usage: kernel_test SET... runs every case with each kernel set named
+ * (printing SKIP for a set this CPU lacks), and with 1, 2 and 3 threads.
+ * Prints one PASS or FAIL line per set and case, then a summary.
+ * kernel_test --default runs one case with the set chosen at load. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "iq/iq_kernels.h"
+#include "reference.h"
+
+typedef enum fill { FILL_RANDOM, FILL_ZERO_ROWS, FILL_MAX, FILL_MIN_MAX, FILL_ZERO_POINT_MAX } fill_t;
+
+typedef struct test_case {
+  const char *name;
+  int64_t m, n, k;
+  fill_t fill;
+} test_case_t;
+
+static const test_case_t cases[] = {
+    {"gemv_k1", 1, 1, 1, FILL_RANDOM},
+    {"gemv_odd", 1, 7, 63, FILL_RANDOM},
+    {"gemv_block", 1, 8, 64, FILL_RANDOM},
+    {"gemv_tail", 1, 13, 65, FILL_RANDOM},
+    {"gemv_two_chunks", 1, 37, 2113, FILL_RANDOM},
+    {"gemv_three_chunks", 1, 21, 4160, FILL_RANDOM},
+    {"gemv_zero_rows", 1, 11, 200, FILL_ZERO_ROWS},
+    {"gemv_all_15", 1, 9, 4096, FILL_MAX},
+    {"gemv_0_and_15", 1, 6, 2050, FILL_MIN_MAX},
+    {"gemv_zero_point_15", 1, 5, 129, FILL_ZERO_POINT_MAX},
+    {"gemm_m2", 2, 5, 63, FILL_RANDOM},
+    {"gemm_m3_tail", 3, 7, 130, FILL_RANDOM},
+    {"gemm_one_panel", 8, 4, 64, FILL_RANDOM},
+    {"gemm_panel_tail", 9, 17, 2113, FILL_RANDOM},
+    {"gemm_tiles", 13, 133, 300, FILL_RANDOM},
+    {"gemm_three_chunks", 11, 19, 4160, FILL_RANDOM},
+    {"gemm_zero_rows", 10, 11, 200, FILL_ZERO_ROWS},
+    {"gemm_all_15", 9, 6, 4096, FILL_MAX},
+    {"gemm_0_and_15", 5, 10, 2050, FILL_MIN_MAX},
+    {"gemm_zero_point_15", 17, 3, 129, FILL_ZERO_POINT_MAX},
+};
+
+static uint64_t random_state = 0x9e3779b97f4a7c15u;
+
+static uint32_t next_random(void) {
+  random_state ^= random_state << 13;
+  random_state ^= random_state >> 7;
+  random_state ^= random_state << 17;
+  return (uint32_t)(random_state >> 11);
+}
+
+/* Codes, zero points and scales of `rows` rows of width k. */
+static void fill_rows(fill_t fill, int64_t rows, int64_t k, uint8_t *codes, uint8_t *zero,
+                      float *scale) {
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < k; ++i) {
+      uint8_t code = (uint8_t)(next_random() % 16);
+      if (fill == FILL_ZERO_ROWS && r % 3 == 1)
+        code = 0;
+      else if (fill == FILL_MAX || fill == FILL_ZERO_POINT_MAX)
+        code = 15;
+      else if (fill == FILL_MIN_MAX)
+        code = (next_random() & 1) ? 15 : 0;
+      codes[r * k + i] = code;
+    }
+    zero[r] = (uint8_t)(next_random() % 16);
+    if (fill == FILL_MAX)
+      zero[r] = 0;
+    else if (fill == FILL_ZERO_POINT_MAX || (fill == FILL_MIN_MAX && r % 2 == 0))
+      zero[r] = 15;
+    /* Scales of 1 make y the exact integer sum; others are powers of two
+     * and random values. */
+    int kind = (int)(r % 3);
+    scale[r] = kind == 0 ? 1.0f : kind == 1 ? 0.0078125f : (float)(next_random() % 1000 + 1) / 997.0f;
+  }
+}
+
+static int failures, checks;
+
+static void report(const char *set, const char *name, int threads, bool ok, const char *detail) {
+  checks++;
+  if (!ok)
+    failures++;
+  printf("%s %s %s threads=%d%s%s\n", ok ? "PASS" : "FAIL", set, name, threads,
+         detail[0] ? ": " : "", detail);
+}
+
+static void run_case(const char *set, const test_case_t *c, int threads) {
+  int64_t m = c->m, n = c->n, k = c->k;
+  uint8_t *a = malloc((size_t)(m * k)), *w = malloc((size_t)(n * k));
+  uint8_t *za = malloc((size_t)m), *zw = malloc((size_t)n);
+  float *sa = malloc((size_t)m * sizeof(float)), *sw = malloc((size_t)n * sizeof(float));
+  float *y = malloc((size_t)(m * n) * sizeof(float));
+  float *expected = malloc((size_t)(m * n) * sizeof(float));
+  fill_rows(c->fill, m, k, a, za, sa);
+  fill_rows(c->fill, n, k, w, zw, sw);
+  reference_matmul(m, n, k, a, za, sa, w, zw, sw, expected);
+
+  char detail[256] = "";
+  iqk_weights_t *packed = iqk_weights_pack(n, k, w, zw, sw);
+  iqk_activations_t *activations = iqk_activations_create(m, k);
+  bool ok = packed && activations && iqk_activations_set_codes(activations, m, a, za, sa) == 0;
+  for (int64_t i = 0; ok && i < m * n; ++i)
+    y[i] = -12345.0f;
+  if (ok && iqk_matmul(packed, activations, y) != 0)
+    ok = false;
+  if (!ok)
+    snprintf(detail, sizeof detail, "%s", iqk_last_error());
+  for (int64_t i = 0; ok && i < m * n; ++i)
+    if (memcmp(&y[i], &expected[i], sizeof(float)) != 0) {
+      snprintf(detail, sizeof detail, "y[%lld][%lld] = %.9g, expected %.9g", (long long)(i / n),
+               (long long)(i % n), y[i], expected[i]);
+      ok = false;
+    }
+  report(set, c->name, threads, ok, detail);
+  iqk_weights_free(packed);
+  iqk_activations_free(activations);
+  free(a);
+  free(w);
+  free(za);
+  free(zw);
+  free(sa);
+  free(sw);
+  free(y);
+  free(expected);
+}
+
+/* iqk_activations_quantize followed by the matmul equals the reference
+ * quantizer followed by the reference matmul. */
+static void run_quantize_case(const char *set, int64_t m, int64_t n, int64_t k) {
+  float *x = malloc((size_t)(m * k) * sizeof(float));
+  uint8_t *a = malloc((size_t)(m * k)), *w = malloc((size_t)(n * k));
+  uint8_t *za = malloc((size_t)m), *zw = malloc((size_t)n);
+  float *sa = malloc((size_t)m * sizeof(float)), *sw = malloc((size_t)n * sizeof(float));
+  float *y = malloc((size_t)(m * n) * sizeof(float));
+  float *expected = malloc((size_t)(m * n) * sizeof(float));
+  for (int64_t i = 0; i < m * k; ++i)
+    x[i] = ((float)(next_random() % 20001) - 10000.0f) / 997.0f;
+  for (int64_t i = 0; i < k; ++i)
+    x[i] = 0.0f; /* an all-zero row */
+  for (int64_t r = 0; r < m; ++r)
+    reference_quantize_row(x + r * k, k, a + r * k, &za[r], &sa[r]);
+  fill_rows(FILL_RANDOM, n, k, w, zw, sw);
+  reference_matmul(m, n, k, a, za, sa, w, zw, sw, expected);
+
+  char detail[256] = "";
+  char name[64];
+  snprintf(name, sizeof name, "quantize_m%lld", (long long)m);
+  iqk_weights_t *packed = iqk_weights_pack(n, k, w, zw, sw);
+  iqk_activations_t *activations = iqk_activations_create(m, k);
+  bool ok = packed && activations && iqk_activations_quantize(activations, m, x) == 0 &&
+            iqk_matmul(packed, activations, y) == 0;
+  if (!ok)
+    snprintf(detail, sizeof detail, "%s", iqk_last_error());
+  for (int64_t i = 0; ok && i < m * n; ++i)
+    if (memcmp(&y[i], &expected[i], sizeof(float)) != 0) {
+      snprintf(detail, sizeof detail, "y[%lld][%lld] = %.9g, expected %.9g", (long long)(i / n),
+               (long long)(i % n), y[i], expected[i]);
+      ok = false;
+    }
+  report(set, name, iqk_num_threads(), ok, detail);
+  iqk_weights_free(packed);
+  iqk_activations_free(activations);
+  free(x);
+  free(a);
+  free(w);
+  free(za);
+  free(zw);
+  free(sa);
+  free(sw);
+  free(y);
+  free(expected);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: kernel_test SET...\n");
+    return 2;
+  }
+  printf("default set: %s\n", iqk_kernel_name());
+  /* --default: one case with the set chosen at load (IQ_KERNEL). */
+  if (strcmp(argv[1], "--default") == 0) {
+    run_case("default", &cases[0], 1);
+    return failures ? 1 : 0;
+  }
+  for (int i = 1; i < argc; ++i) {
+    const char *set = argv[i];
+    if (!iqk_kernel_supported(set)) {
+      printf("SKIP %s: not supported by this CPU\n", set);
+      continue;
+    }
+    if (iqk_select_kernel(set) != 0) {
+      report(set, "select", 0, false, iqk_last_error());
+      continue;
+    }
+    for (int threads = 1; threads <= 3; ++threads) {
+      iqk_set_num_threads(threads);
+      for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c)
+        run_case(set, &cases[c], threads);
+    }
+    iqk_set_num_threads(2);
+    run_quantize_case(set, 1, 9, 100);
+    run_quantize_case(set, 6, 9, 2100);
+  }
+  printf("%d checks, %d failed\n", checks, failures);
+  return failures ? 1 : 0;
+}
