@@ -8,6 +8,9 @@
  *   iq-quant-driver groupwise BITS CLIP_MAX CLIP_MIN GROUP ROWS COLS IN OUT
  *   iq-quant-driver weight-rtn BITS SYMMETRIC MSE_CLIP ROWS COLS IN OUT
  *   iq-quant-driver gptq BITS SYMMETRIC BLOCK ROWS COLS TOKENS W_IN X_IN OUT
+ *   iq-quant-driver lac-loss GROUP ROWS OUT IN F_MAX F_MIN X_IN W_IN
+ *     prints the loss and its gradients d/df_max, d/df_min (one clip pair
+ *     shared by every group)
  *   iq-quant-driver psot LAYER WINDOWS TOKENS HIDDEN HEADS KV_HEADS HEAD_DIM
  *                   EPOCHS LR KEEP_BEST X P V M
  *     prints, per stage, the loss on all windows with no rotation, with
@@ -360,6 +363,53 @@ static int run_psot(int argc, char **argv) {
   return ok ? 0 : 1;
 }
 
+static int run_lac_loss(int argc, char **argv) {
+  if (argc != 10) {
+    fprintf(stderr, "iq-quant-driver: wrong argument count for lac-loss\n");
+    return 2;
+  }
+  iq_lac_options_t options;
+  iq_lac_options_init(&options);
+  options.group_size = parse_size(argv[2]);
+  size_t rows = parse_size(argv[3]);
+  size_t out = parse_size(argv[4]);
+  size_t in = parse_size(argv[5]);
+  size_t groups = options.group_size == 0 ? 1 : in / options.group_size;
+  float *x = read_floats(argv[8], rows * in);
+  float *w = read_floats(argv[9], out * in);
+  double *f_max = malloc(groups * sizeof(double) + 1);
+  double *f_min = malloc(groups * sizeof(double) + 1);
+  double *grad_max = malloc(groups * sizeof(double) + 1);
+  double *grad_min = malloc(groups * sizeof(double) + 1);
+  iq_error_t *error = NULL;
+  bool ok = x != NULL && w != NULL && f_max != NULL && f_min != NULL && grad_max != NULL &&
+            grad_min != NULL;
+  for (size_t g = 0; ok && g < groups; ++g) {
+    f_max[g] = strtod(argv[6], NULL);
+    f_min[g] = strtod(argv[7], NULL);
+  }
+  double loss = 0.0;
+  ok = ok && iq_lac_loss(x, rows, w, out, in, &options, f_max, f_min, &loss, grad_max,
+                         grad_min, &error);
+  if (ok) {
+    printf("loss %.17g\n", loss);
+    for (size_t g = 0; g < groups; ++g) {
+      printf("grad %zu %.17g %.17g\n", g, grad_max[g], grad_min[g]);
+    }
+  }
+  if (error != NULL) {
+    iq_error_print(error, "iq-quant-driver", stderr);
+    iq_error_destroy(error);
+  }
+  free(x);
+  free(w);
+  free(f_max);
+  free(f_min);
+  free(grad_max);
+  free(grad_min);
+  return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fprintf(stderr, "iq-quant-driver: missing command; see the comment in quant_driver.c\n");
@@ -371,6 +421,9 @@ int main(int argc, char **argv) {
   if (strcmp(argv[1], "per-token") == 0 || strcmp(argv[1], "groupwise") == 0 ||
       strcmp(argv[1], "weight-rtn") == 0) {
     return run_quantizer(argc, argv);
+  }
+  if (strcmp(argv[1], "lac-loss") == 0) {
+    return run_lac_loss(argc, argv);
   }
   if (strcmp(argv[1], "psot") == 0) {
     return run_psot(argc, argv);
