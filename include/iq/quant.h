@@ -1,7 +1,7 @@
 /* The InfoQuant numeric core: Hadamard transforms, the activation and
  * weight quantizers, GPTQ, the PSOT rotation search and LAC clip learning.
- * Plain arrays in,
- * plain arrays out, no MLIR. docs/quantization.md gives the formulas.
+ * Plain arrays in, plain arrays out, no MLIR. docs/quantization.md gives
+ * the formulas.
  *
  * Conventions:
  * - Matrices are dense and row-major. A weight is [out x in] (PyTorch's
