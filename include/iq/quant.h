@@ -1,6 +1,7 @@
 /* The InfoQuant numeric core: Hadamard transforms, the activation and
- * weight quantizers, GPTQ, and the PSOT rotation search. Plain arrays in,
- * plain arrays out, no MLIR. docs/quantization.md gives the formulas.
+ * weight quantizers, GPTQ, the PSOT rotation search and LAC clip learning.
+ * Plain arrays in, plain arrays out, no MLIR. docs/quantization.md gives
+ * the formulas.
  *
  * Conventions:
  * - Matrices are dense and row-major. A weight is [out x in] (PyTorch's
@@ -317,6 +318,48 @@ bool iq_psot_layer(const iq_psot_layer_input_t *input,
                    iq_psot_progress_t progress, void *user, float *q1,
                    float *q2, float *q4, double *loss_history,
                    iq_error_t **error);
+
+/* ---- LAC: learned activation clipping, per linear -------------------------
+ * Learns the clip factors f = (1 + sigmoid(c)) / 2 of the asymmetric
+ * activation quantizer in front of one linear layer W [out x in], so that
+ * QDQ(X; f) W^T approaches X W^T: the loss is MSE / stopgrad(MSE), whose
+ * gradient is that of log MSE. Rounding uses the straight-through
+ * estimator, so gradients reach f through the scale s in s * (...) and in
+ * x / s; the zero point gets none. Per-token quantizers (group_size 0)
+ * learn one (f_max, f_min) pair; group-wise ones (the o_proj input, one
+ * group per head) learn one pair per group position. The optimizer is
+ * AdamW (betas 0.9 and 0.999, eps 1e-8, decoupled weight decay) with a
+ * linear warm-up from 0.01 times lr over `warmup` steps, multiplied by a
+ * cosine decay from lr to lr * 1e-3 over all steps. */
+typedef struct iq_lac_options {
+  int bits;            /* 4 */
+  size_t group_size;   /* 0: per token; else group-wise with this group */
+  double init_clip;    /* 0.9: c starts at logit(init_clip), so f = 0.95 */
+  double lr;           /* 0.05 */
+  double weight_decay; /* 0.01 */
+  int epochs;          /* 5 */
+  size_t batch_rows;   /* rows (tokens) per step: 512 */
+  int warmup;          /* 16 steps */
+  uint64_t seed;       /* row shuffling */
+} iq_lac_options_t;
+
+/* Fills `options` with the defaults in the comments above. */
+void iq_lac_options_init(iq_lac_options_t *options);
+
+/* Evaluates the STE loss mean((QDQ(X; f) W^T - X W^T)^2) over `rows` rows
+ * of x ([rows x in]) with clip factors f_max, f_min ([groups], groups = 1
+ * for per-token, in / group_size otherwise). With `grad_max` and
+ * `grad_min` (may be NULL) it also stores d loss / d f. */
+bool iq_lac_loss(const float *x, size_t rows, const float *weight, size_t out,
+                 size_t in, const iq_lac_options_t *options,
+                 const double *f_max, const double *f_min, double *loss,
+                 double *grad_max, double *grad_min, iq_error_t **error);
+
+/* Learns the clip factors; writes f_max and f_min ([groups]) and, when
+ * `loss_history` is not NULL, the mean loss of each epoch ([epochs]). */
+bool iq_lac_learn(const float *x, size_t rows, const float *weight, size_t out,
+                  size_t in, const iq_lac_options_t *options, double *f_max,
+                  double *f_min, double *loss_history, iq_error_t **error);
 
 #ifdef __cplusplus
 }

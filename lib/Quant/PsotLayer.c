@@ -59,6 +59,13 @@ static bool check_layer(const iq_psot_layer_input_t *in,
                         "PSOT options are invalid: %d epochs, %zu windows per batch, T = %g",
                         options->epochs, options->batch_windows, options->temperature);
   }
+  size_t rows = in->windows * in->tokens;
+  if (!iq_quant_check_finite(in->x, rows, in->hidden, "PSOT input X", error) ||
+      !iq_quant_check_finite(in->p, rows, in->hidden, "PSOT input P", error) ||
+      !iq_quant_check_finite(in->v, rows, in->kv_heads * in->head_dim, "PSOT input V", error) ||
+      !iq_quant_check_finite(in->m, rows, in->heads * in->head_dim, "PSOT input M", error)) {
+    return false;
+  }
   size_t k;
   if (!iq_hadamard_factor(in->hidden / options->block_diag, &k, error) ||
       !iq_hadamard_factor(in->head_dim, &k, error)) {

@@ -19,6 +19,11 @@ static inline double iq_splitmix64_uniform(uint64_t *state) {
   return (double)(iq_splitmix64_next(state) >> 11) / 9007199254740992.0;
 }
 
+/* Fails, naming `what` and the first position, when `values` ([rows x
+ * cols]) contains an infinity or NaN. */
+bool iq_quant_check_finite(const float *values, size_t rows, size_t cols,
+                           const char *what, iq_error_t **error);
+
 /* iq_cayley_step with `iterations` fixed-point iterations in place of 5. */
 bool iq_quant_cayley_step(double *q, const double *grad, size_t n, double lr,
                           bool retract, int iterations, iq_error_t **error);

@@ -439,7 +439,7 @@ IQ_TEST(psot_layer_keep_best_never_worse) {
 }
 
 IQ_TEST(psot_layer_rejects_bad_shapes) {
-  float z[64] = {0};
+  float z[128] = {0}; /* large enough for both shapes below */
   iq_psot_layer_input_t input = {z, z, z, z, 2, 2, 16, 3, 2, 4, 0, NULL, NULL, NULL, NULL};
   iq_psot_options_t options;
   iq_psot_options_init(&options);
@@ -455,5 +455,13 @@ IQ_TEST(psot_layer_rejects_bad_shapes) {
   IQ_ASSERT_FALSE(iq_psot_layer(&input, &options, NULL, NULL, q, q, q, NULL, &error));
   IQ_ASSERT_NOT_NULL(error);
   IQ_ASSERT_CONTAINS(error->message, "size 10");
+  iq_error_destroy(error);
+  input.hidden = 16;
+  z[5] = NAN;
+  error = NULL;
+  IQ_ASSERT_FALSE(iq_psot_layer(&input, &options, NULL, NULL, q, q, q, NULL, &error));
+  IQ_ASSERT_NOT_NULL(error);
+  IQ_ASSERT_CONTAINS(error->where, "PSOT input X");
+  IQ_ASSERT_CONTAINS(error->message, "row 0, column 5");
   iq_error_destroy(error);
 }
