@@ -404,6 +404,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
   if (mlirOperationIsNull(dequantize))
     return lower_fail(l, op, "iq.quantize lowers only when a matching iq.dequantize alone reads "
                              "its codes, scales and zero points (fake quantization)");
+
   MlirValue result = mlirOperationGetResult(dequantize, 0);
   int64_t width = last_dim(result);
   int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(result));
@@ -418,6 +419,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
       symmetric || is_signed)
     return lower_fail(l, op, "activation quantization lowers only as unsigned asymmetric "
                              "per_token or per_group along the last axis");
+
   int64_t group = per_group ? int_attribute(op, "group_size") : width;
   /* per_token ranges contain 0; per_group ranges are the group's own min
    * and max unless the op carries zero_in_range = true (the K cache). */
@@ -428,6 +430,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
                                     mlirBoolAttrGetValue(zero_attr));
   double clip = mlirFloatAttrGetValueDouble(
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("clip_ratio")));
+
   char kernel[IQ_KERNEL_NAME_SIZE];
   iq_kernel_fake_quant(&l->kernels, &l->kernel_set, width, group, (int)bits, clip, include_zero,
                        kernel);

@@ -97,7 +97,7 @@ static int64_t config_int(MlirAttribute config, const char *key) {
              : mlirIntegerAttrGetValueInt(value);
 }
 
-/* The residual add that reads `value` (the output of a projection). */
+/* The residual add that reads the output of the projection `producer`. */
 static MlirOperation residual_add(MlirOperation producer) {
   MlirOperation add = llama_single_user(mlirOperationGetResult(producer, 0));
   return is_named(add, "arith.addf") ? add : (MlirOperation){NULL};

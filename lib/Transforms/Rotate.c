@@ -288,7 +288,7 @@ static bool build_plan(const llama_graph_t *graph, const char *method, int64_t b
 typedef struct rewrite {
   MlirOperation module;
   const llama_graph_t *graph;
-  double *scratch; /* max(hidden, ffn, head_dim) doubles */
+  double *scratch; /* max(hidden, ffn) doubles */
   iq_error_t *error;
   MlirOperation where; /* the op an error is reported on */
 } rewrite_t;
