@@ -302,7 +302,7 @@ static bool rotate_weight(rewrite_t *r, MlirOperation user, intptr_t index, doub
   MlirValue operand = mlirOperationGetOperand(user, index);
   MlirOperation weight = mlirValueIsAOpResult(operand) ? mlirOpResultGetOwner(operand)
                                                        : (MlirOperation){NULL};
-  if (!iq_op_is(weight, "weight"))
+  if (!llama_is(weight, "weight"))
     return iq_error_set(&r->error, NULL, NULL, NULL, "the weight is not an iq.weight");
   MlirType type = mlirValueGetType(operand);
   int64_t rows = mlirShapedTypeGetDimSize(type, 0), cols = mlirShapedTypeGetDimSize(type, 1);
