@@ -30,7 +30,7 @@ bool iq_overlay_put(const char *name, iq_dtype_t dtype, uint32_t rank, const int
 bool iq_overlay_put_f32(const char *name, uint32_t rank, const int64_t *dims, const double *values,
                         iq_error_t **error);
 
-/* Returns true when passes added tensors that no store holds yet. */
+/* Returns true when passes added tensors that are not in any store yet. */
 bool iq_overlay_pending(void);
 
 /* Drops every overlay tensor and closes the cached input store. */
@@ -38,8 +38,8 @@ void iq_overlay_reset(void);
 
 /* Reads the tensor `name` as doubles, from the overlay or else from the
  * store the module's `iq.weight_store` names (resolved against
- * iq_weight_store_base_dir()). `count` is the expected element count. The
- * tensor must be f32, f16, bf16 or f64. With `transposed`, the stored 2-D
+ * iq_weight_store_base_dir()). It must have rows * cols elements of type
+ * f32, f16, bf16 or f64. With `transposed`, the stored 2-D
  * tensor [cols, rows] is returned as its transpose [rows, cols]; `rows`
  * and `cols` are the logical sizes. */
 bool iq_overlay_read(MlirOperation module, const char *name, bool transposed, int64_t rows,

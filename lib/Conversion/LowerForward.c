@@ -312,9 +312,11 @@ static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequa
 
 static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
   MlirOperation weight = weight_op(op);
-  if (iq_op_is(weight, "dequantize") && mlirOperationGetNumOperands(op) == 2)
+  if (!mlirOperationIsNull(weight) && iq_op_is(weight, "dequantize") &&
+      mlirOperationGetNumOperands(op) == 2)
     return lower_linear_u4(l, op, weight);
-  if (!iq_op_is(weight, "weight") || mlirOperationGetNumOperands(op) != 2)
+  if (mlirOperationIsNull(weight) || !iq_op_is(weight, "weight") ||
+      mlirOperationGetNumOperands(op) != 2)
     return lower_fail(l, op, "linear weights must come from iq.weight, without bias");
   MlirType weight_type = mlirValueGetType(mlirOperationGetResult(weight, 0));
   bool transposed = mlirBoolAttrGetValue(
@@ -349,6 +351,11 @@ static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
 static MlirOperation operand_owner(MlirOperation op, intptr_t index) {
   MlirValue value = mlirOperationGetOperand(op, index);
   return mlirValueIsAOpResult(value) ? mlirOpResultGetOwner(value) : (MlirOperation){NULL};
+}
+
+/* iq_op_is that is false for a null op. */
+static bool is_iq_op(MlirOperation op, const char *short_name) {
+  return !mlirOperationIsNull(op) && iq_op_is(op, short_name);
 }
 
 static int64_t int_attribute(MlirOperation op, const char *name) {
@@ -388,7 +395,7 @@ static MlirOperation paired_dequantize(MlirOperation quantize) {
     for (MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(quantize, r));
          !mlirOpOperandIsNull(use); use = mlirOpOperandGetNextUse(use)) {
       MlirOperation owner = mlirOpOperandGetOwner(use);
-      if (!iq_op_is(owner, "dequantize") || mlirOpOperandGetOperandNumber(use) != (unsigned)r ||
+      if (!is_iq_op(owner, "dequantize") || mlirOpOperandGetOperandNumber(use) != (unsigned)r ||
           (!mlirOperationIsNull(pair) && !mlirOperationEqual(pair, owner)))
         return (MlirOperation){NULL};
       pair = owner;
@@ -405,6 +412,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
   if (mlirOperationIsNull(dequantize))
     return lower_fail(l, op, "iq.quantize lowers only when a matching iq.dequantize alone reads "
                              "its codes, scales and zero points (fake quantization)");
+
   MlirValue result = mlirOperationGetResult(dequantize, 0);
   int64_t width = last_dim(result);
   int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(result));
@@ -419,6 +427,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
       symmetric || is_signed)
     return lower_fail(l, op, "activation quantization lowers only as unsigned asymmetric "
                              "per_token or per_group along the last axis");
+
   int64_t group = per_group ? int_attribute(op, "group_size") : width;
   /* per_token ranges contain 0; per_group ranges are the group's own min
    * and max unless the op carries zero_in_range = true (the K cache). */
@@ -429,6 +438,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
                                     mlirBoolAttrGetValue(zero_attr));
   double clip = mlirFloatAttrGetValueDouble(
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("clip_ratio")));
+
   char kernel[IQ_KERNEL_NAME_SIZE];
   iq_kernel_fake_quant(&l->kernels, &l->kernel_set, width, group, (int)bits, clip, include_zero,
                        kernel);
@@ -442,7 +452,7 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
 static bool lower_dequantize(lowering_t *l, MlirOperation op) {
   if (find_value(l, mlirOperationGetResult(op, 0)))
     return true;
-  if (iq_op_is(operand_owner(op, 0), "weight"))
+  if (is_iq_op(operand_owner(op, 0), "weight"))
     return true;
   return lower_fail(l, op, "iq.dequantize lowers only after its iq.quantize or on weight codes");
 }
@@ -451,8 +461,8 @@ static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequa
   MlirOperation codes = operand_owner(dequantize, 0);
   MlirType type = mlirValueGetType(mlirOperationGetResult(dequantize, 0));
   int64_t out = static_dim(type, 0), in = static_dim(type, 1);
-  if (!iq_op_is(codes, "weight") || !iq_op_is(operand_owner(dequantize, 1), "weight") ||
-      !iq_op_is(operand_owner(dequantize, 2), "weight") || out < 0 || in < 0 ||
+  if (!is_iq_op(codes, "weight") || !is_iq_op(operand_owner(dequantize, 1), "weight") ||
+      !is_iq_op(operand_owner(dequantize, 2), "weight") || out < 0 || in < 0 ||
       int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 1 ||
       !string_attribute_is(dequantize, "granularity", "per_channel"))
     return lower_fail(l, op, "quantized weights lower only as 4-bit per_channel codes (axis 1), "

@@ -24,9 +24,10 @@ bool iq_kernel_hadamard(iq_text_t *text, iq_kernel_set_t *set, int64_t width, in
 
 /* Fake quantization of rows of `width` in groups of `group` columns (the
  * whole row when group == width): asymmetric, `bits` bits, range clipped
- * by `clip`. With `include_zero` the range contains 0 and eps is 1e-8
- * (iq_quantize_per_token); without it the range is the group's own min and
- * max and eps is 1e-6 (iq_quantize_groupwise). y = s * (code - z). */
+ * by `clip`, y = s * (code - z). With `include_zero` the range contains 0
+ * and eps is 1e-8, as in iq_quantize_per_token. Without it the range is
+ * the group's own min and max and eps is 1e-6, as in
+ * iq_quantize_groupwise. */
 void iq_kernel_fake_quant(iq_text_t *text, iq_kernel_set_t *set, int64_t width, int64_t group,
                           int bits, double clip, bool include_zero, char *name);
 

@@ -29,7 +29,7 @@ static bool read_gain(MlirOperation module, MlirOperation norm, int64_t width, d
   MlirValue value = mlirOperationGetOperand(norm, 1);
   MlirOperation source = mlirValueIsAOpResult(value) ? mlirOpResultGetOwner(value)
                                                      : (MlirOperation){NULL};
-  if (iq_op_is(source, "weight")) {
+  if (llama_is(source, "weight")) {
     MlirStringRef name = mlirStringAttrGetValue(
         mlirOperationGetAttributeByName(source, mlirStringRefCreateFromCString("name")));
     char *copy = strndup(name.data, name.length);
@@ -116,7 +116,7 @@ static bool centre_embedding(MlirOperation module, MlirOperation embedding, int6
   MlirValue operand = mlirOperationGetOperand(embedding, 0);
   MlirOperation weight = mlirValueIsAOpResult(operand) ? mlirOpResultGetOwner(operand)
                                                        : (MlirOperation){NULL};
-  if (!iq_op_is(weight, "weight"))
+  if (!llama_is(weight, "weight"))
     return llama_emit_error(embedding, PASS,
                             iq_error_create(NULL, NULL, NULL,
                                             "the embedding table is not an iq.weight"));

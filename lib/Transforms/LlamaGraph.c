@@ -56,9 +56,9 @@ static MlirOperation defining_op(MlirOperation op, intptr_t index) {
 static MlirOperation producer(MlirOperation op, intptr_t index) {
   MlirOperation owner = defining_op(op, index);
   for (;;) {
-    if (iq_op_is(owner, "hadamard"))
+    if (llama_is(owner, "hadamard"))
       owner = defining_op(owner, 0);
-    else if (iq_op_is(owner, "dequantize") && iq_op_is(defining_op(owner, 0), "quantize"))
+    else if (llama_is(owner, "dequantize") && llama_is(defining_op(owner, 0), "quantize"))
       owner = defining_op(defining_op(owner, 0), 0);
     else
       return owner;
@@ -69,11 +69,11 @@ static MlirOperation producer(MlirOperation op, intptr_t index) {
 static MlirOperation consumer(MlirValue value) {
   MlirOperation user = llama_single_user(value);
   for (;;) {
-    if (iq_op_is(user, "hadamard")) {
+    if (llama_is(user, "hadamard")) {
       user = llama_single_user(mlirOperationGetResult(user, 0));
-    } else if (iq_op_is(user, "quantize")) {
+    } else if (llama_is(user, "quantize")) {
       MlirOperation dequantize = llama_single_user(mlirOperationGetResult(user, 0));
-      if (!iq_op_is(dequantize, "dequantize"))
+      if (!llama_is(dequantize, "dequantize"))
         return (MlirOperation){NULL};
       user = llama_single_user(mlirOperationGetResult(dequantize, 0));
     } else {
@@ -97,7 +97,7 @@ static int64_t config_int(MlirAttribute config, const char *key) {
              : mlirIntegerAttrGetValueInt(value);
 }
 
-/* The residual add that reads `value` (the output of a projection). */
+/* The residual add that reads the output of the projection `producer`. */
 static MlirOperation residual_add(MlirOperation producer) {
   MlirOperation add = llama_single_user(mlirOperationGetResult(producer, 0));
   return is_named(add, "arith.addf") ? add : (MlirOperation){NULL};
@@ -110,19 +110,19 @@ static bool find_layer(MlirOperation attention, const char *pass, llama_layer_t 
   layer->v = producer(attention, 2);
   layer->q = producer(layer->rope_q, 0);
   layer->k = producer(layer->rope_k, 0);
-  if (!iq_op_is(layer->rope_q, "rope") || !iq_op_is(layer->rope_k, "rope") ||
-      !iq_op_is(layer->q, "linear") || !iq_op_is(layer->k, "linear") ||
-      !iq_op_is(layer->v, "linear"))
+  if (!llama_is(layer->rope_q, "rope") || !llama_is(layer->rope_k, "rope") ||
+      !llama_is(layer->q, "linear") || !llama_is(layer->k, "linear") ||
+      !llama_is(layer->v, "linear"))
     return fail_at(attention, pass, "expected q and k from iq.linear through iq.rope, and v from "
                                     "iq.linear");
   layer->attn_norm = producer(layer->q, 0);
-  if (!iq_op_is(layer->attn_norm, "rms_norm") ||
+  if (!llama_is(layer->attn_norm, "rms_norm") ||
       !mlirOperationEqual(producer(layer->k, 0), layer->attn_norm) ||
       !mlirOperationEqual(producer(layer->v, 0), layer->attn_norm))
     return fail_at(attention, pass, "expected q, k and v to read one iq.rms_norm");
 
   layer->o = consumer(mlirOperationGetResult(attention, 0));
-  if (!iq_op_is(layer->o, "linear"))
+  if (!llama_is(layer->o, "linear"))
     return fail_at(attention, pass, "expected the attention output to feed one iq.linear");
   layer->attn_residual = residual_add(layer->o);
   if (mlirOperationIsNull(layer->attn_residual))
@@ -133,7 +133,7 @@ static bool find_layer(MlirOperation attention, const char *pass, llama_layer_t 
   for (MlirOpOperand use = mlirValueGetFirstUse(h_mid); !mlirOpOperandIsNull(use);
        use = mlirOpOperandGetNextUse(use)) {
     MlirOperation owner = mlirOpOperandGetOwner(use);
-    if (iq_op_is(owner, "rms_norm"))
+    if (llama_is(owner, "rms_norm"))
       layer->mlp_norm = owner;
   }
   if (mlirOperationIsNull(layer->mlp_norm))
@@ -144,17 +144,17 @@ static bool find_layer(MlirOperation attention, const char *pass, llama_layer_t 
   for (MlirOperation op = mlirOperationGetNextInBlock(layer->mlp_norm);
        !mlirOperationIsNull(op) && mlirOperationIsNull(layer->silu_mul);
        op = mlirOperationGetNextInBlock(op))
-    if (iq_op_is(op, "silu_mul"))
+    if (llama_is(op, "silu_mul"))
       layer->silu_mul = op;
   layer->gate = defining_op(layer->silu_mul, 0);
   layer->up = defining_op(layer->silu_mul, 1);
-  if (!iq_op_is(layer->gate, "linear") || !iq_op_is(layer->up, "linear") ||
+  if (!llama_is(layer->gate, "linear") || !llama_is(layer->up, "linear") ||
       !mlirOperationEqual(producer(layer->gate, 0), layer->mlp_norm) ||
       !mlirOperationEqual(producer(layer->up, 0), layer->mlp_norm))
     return fail_at(layer->mlp_norm, pass, "expected the MLP norm to feed gate and up iq.linear "
                                           "ops joined by iq.silu_mul");
   layer->down = consumer(mlirOperationGetResult(layer->silu_mul, 0));
-  if (!iq_op_is(layer->down, "linear"))
+  if (!llama_is(layer->down, "linear"))
     return fail_at(layer->silu_mul, pass, "expected iq.silu_mul to feed one iq.linear (down_proj)");
   layer->mlp_residual = residual_add(layer->down);
   if (mlirOperationIsNull(layer->mlp_residual))
@@ -202,11 +202,11 @@ bool llama_graph_find(MlirOperation module, const char *pass, llama_graph_t *gra
   MlirBlock block = mlirRegionGetFirstBlock(mlirOperationGetRegion(graph->function, 0));
   for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);
        op = mlirOperationGetNextInBlock(op)) {
-    if (iq_op_is(op, "embedding") && mlirOperationIsNull(graph->embedding))
+    if (llama_is(op, "embedding") && mlirOperationIsNull(graph->embedding))
       graph->embedding = op;
-    if (iq_op_is(op, "lm_head"))
+    if (llama_is(op, "lm_head"))
       graph->lm_head = op;
-    if (!iq_op_is(op, "attention"))
+    if (!llama_is(op, "attention"))
       continue;
     if (found == graph->num_layers)
       return fail_at(op, pass, "more iq.attention ops than iq.config's layers");
@@ -219,7 +219,7 @@ bool llama_graph_find(MlirOperation module, const char *pass, llama_graph_t *gra
   if (mlirOperationIsNull(graph->embedding) || mlirOperationIsNull(graph->lm_head))
     return fail_at(graph->function, pass, "expected one iq.embedding and one iq.lm_head");
   graph->final_norm = producer(graph->lm_head, 0);
-  if (!iq_op_is(graph->final_norm, "rms_norm"))
+  if (!llama_is(graph->final_norm, "rms_norm"))
     return fail_at(graph->lm_head, pass, "expected iq.lm_head to read an iq.rms_norm");
   return true;
 }
@@ -236,7 +236,7 @@ static MlirStringRef weight_name(MlirOperation weight) {
 
 bool llama_weight_base_name(MlirOperation op, intptr_t index, char *buffer, size_t size) {
   MlirOperation weight = defining_op(op, index);
-  if (!iq_op_is(weight, "weight"))
+  if (!llama_is(weight, "weight"))
     return false;
   MlirStringRef name = weight_name(weight);
   size_t length = name.length;
@@ -249,7 +249,7 @@ bool llama_weight_base_name(MlirOperation op, intptr_t index, char *buffer, size
 bool llama_read_linear(MlirOperation module, MlirOperation linear, int64_t *out, int64_t *in,
                        double **values, iq_error_t **error) {
   MlirOperation weight = defining_op(linear, 1);
-  if (!iq_op_is(weight, "weight"))
+  if (!llama_is(weight, "weight"))
     return iq_error_set(error, NULL, NULL, "run the weight passes before iq-quantize",
                         "the weight of this projection is not an iq.weight");
   MlirType type = mlirValueGetType(mlirOperationGetResult(weight, 0));

@@ -8,7 +8,13 @@
 
 #include "mlir-c/IR.h"
 
+#include "iq/ir.h"
 #include "iq/support.h"
+
+/* iq_op_is that is false for a null op (a value without a defining op). */
+static inline bool llama_is(MlirOperation op, const char *short_name) {
+  return !mlirOperationIsNull(op) && iq_op_is(op, short_name);
+}
 
 typedef struct llama_layer {
   MlirOperation attn_norm, q, k, v, rope_q, rope_k, attention, o, attn_residual;

@@ -1,11 +1,12 @@
 /* iq-quantize: the W4A4KV4 scheme of InfoQuant on a canonical LLaMA graph.
  *
  * Activations: an iq.quantize / iq.dequantize pair (fake quantization) on
- * the input of every projection of every layer, per token with the range
- * containing 0 (one shared pair for q/k/v and one for gate/up, which is
- * exact without learned clipping because they read the same tensor), and
- * per (token, head) group of head_dim with the group's own min and max for
- * the o_proj input. lm_head and the residual converters stay in float.
+ * the input of every projection of every layer. The inputs of q/k/v,
+ * gate/up and down_proj are quantized per token with a range containing 0.
+ * q/k/v share one pair and gate/up another, which is exact without learned
+ * clipping because they read the same tensor. The o_proj input is
+ * quantized per (token, head) group of head_dim with the group's own min
+ * and max. lm_head and the residual converters stay in float.
  * KV cache: K after the online Hadamard per (token, KV head) with the
  * zero-inclusive per-token formula (attribute zero_in_range), V per
  * (token, KV head) with the group formula.

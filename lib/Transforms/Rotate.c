@@ -288,7 +288,7 @@ static bool build_plan(const llama_graph_t *graph, const char *method, int64_t b
 typedef struct rewrite {
   MlirOperation module;
   const llama_graph_t *graph;
-  double *scratch; /* max(hidden, ffn, head_dim) doubles */
+  double *scratch; /* max(hidden, ffn) doubles */
   iq_error_t *error;
   MlirOperation where; /* the op an error is reported on */
 } rewrite_t;
@@ -302,7 +302,7 @@ static bool rotate_weight(rewrite_t *r, MlirOperation user, intptr_t index, doub
   MlirValue operand = mlirOperationGetOperand(user, index);
   MlirOperation weight = mlirValueIsAOpResult(operand) ? mlirOpResultGetOwner(operand)
                                                        : (MlirOperation){NULL};
-  if (!iq_op_is(weight, "weight"))
+  if (!llama_is(weight, "weight"))
     return iq_error_set(&r->error, NULL, NULL, NULL, "the weight is not an iq.weight");
   MlirType type = mlirValueGetType(operand);
   int64_t rows = mlirShapedTypeGetDimSize(type, 0), cols = mlirShapedTypeGetDimSize(type, 1);
