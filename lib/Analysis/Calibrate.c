@@ -227,7 +227,7 @@ static const iq_pass_option_info_t calibrate_options[] = {
     {"sample-rows", IQ_OPTION_INT, "2048",
      "activation rows kept per layer and point for PSOT (at most windows * length)", NULL, 0,
      1LL << 31},
-    {"budget-mib", IQ_OPTION_INT, "1024",
+    {"budget-mib", IQ_OPTION_INT, "2048",
      "memory for the statistics accumulators, in MiB; layers that do not fit are recorded in "
      "further passes over the windows",
      NULL, 1, 1 << 24},
