@@ -34,7 +34,7 @@ typedef struct iq_calibration_options {
 #define IQ_CALIBRATION_DEFAULT_WINDOWS 16
 #define IQ_CALIBRATION_DEFAULT_LENGTH 512
 #define IQ_CALIBRATION_DEFAULT_SAMPLE_ROWS 2048
-#define IQ_CALIBRATION_DEFAULT_BUDGET_MIB 1024
+#define IQ_CALIBRATION_DEFAULT_BUDGET_MIB 2048
 
 /* Inserts iq.observe ops into the canonical @forward of `module` (see
  * iq-insert-observers). Emits diagnostics and returns false when the

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mlir-c/BuiltinAttributes.h"
+#include "mlir-c/BuiltinTypes.h"
 #include "mlir-c/Diagnostics.h"
 
 #include "calibration_internal.h"
@@ -18,6 +19,7 @@
 #include "iq/conversion.h"
 #include "iq/ir.h"
 #include "iq/iq_runtime.h"
+#include "iq/statistics.h"
 #include "iq/target.h"
 #include "statistics_internal.h"
 #include "tokenizer.h"
@@ -69,6 +71,8 @@ static bool read_config(MlirOperation module, iq_calibration_model_t *model, iq_
 }
 
 uint32_t iq_calibration_channels(const iq_calibration_model_t *model, int point) {
+  if (point >= 0 && point < IQ_OBSERVE_POINT_COUNT && model->point_channels[point] > 0)
+    return model->point_channels[point];
   switch (point) {
   case IQ_OBSERVE_X:
   case IQ_OBSERVE_P:
@@ -87,10 +91,30 @@ uint32_t iq_calibration_channels(const iq_calibration_model_t *model, int point)
 
 /* ---- Compiling the instrumented model ----------------------------------- */
 
+/* Records the channel count of each observed point. Transforms may change
+ * widths that iq.config describes (a rotation that pads heads, say), so
+ * the observers' operand types are what the runtime will send. */
+static MlirWalkResult record_channels(MlirOperation op, void *user_data) {
+  iq_calibration_model_t *model = user_data;
+  if (!iq_op_is(op, "observe"))
+    return MlirWalkResultAdvance;
+  MlirStringRef point = mlirStringAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("point")));
+  MlirType type = mlirValueGetType(mlirOperationGetOperand(op, 0));
+  for (int p = 0; p < IQ_OBSERVE_POINT_COUNT; ++p) {
+    if (point.length == 1 && point.data[0] == iq_observe_point_name((iq_observe_point_t)p)[0])
+      model->point_channels[p] = (uint32_t)mlirShapedTypeGetDimSize(type, 2);
+  }
+  return MlirWalkResultAdvance;
+}
+
 /* Lowers a copy of `module` with observers to kernel source. */
-static char *instrumented_source(MlirOperation module, iq_error_t **error) {
+static char *instrumented_source(MlirOperation module, iq_calibration_model_t *model,
+                                 iq_error_t **error) {
   MlirOperation copy = mlirOperationClone(module);
   bool ok = iq_insert_observers(copy) && iq_verify(copy);
+  if (ok)
+    mlirOperationWalk(copy, record_channels, model, MlirWalkPreOrder);
   char *source = NULL;
   if (ok) {
     iq_lowering_options_t lowering = {
@@ -131,9 +155,9 @@ static bool load_symbols(iq_calibration_library_t *lib, iq_error_t **error) {
 
 /* Compiles the instrumented model into a temporary folder, loads it and
  * deletes the file (the mapping stays valid). */
-static bool build_and_load(MlirOperation module, iq_calibration_library_t *lib,
-                           iq_error_t **error) {
-  char *source = instrumented_source(module, error);
+static bool build_and_load(MlirOperation module, iq_calibration_model_t *model,
+                           iq_calibration_library_t *lib, iq_error_t **error) {
+  char *source = instrumented_source(module, model, error);
   if (!source)
     return false;
   const char *temporary = getenv("TMPDIR");
@@ -178,7 +202,7 @@ bool iq_calibrate(MlirOperation module, const iq_calibration_options_t *options,
     return false;
 
   iq_calibration_library_t lib = {0};
-  bool ok = build_and_load(module, &lib, error);
+  bool ok = build_and_load(module, &model, &lib, error);
   if (ok)
     ok = iq_calibration_run(&lib, &model, options, tokens, token_count, error);
   if (lib.handle)
@@ -227,7 +251,7 @@ static const iq_pass_option_info_t calibrate_options[] = {
     {"sample-rows", IQ_OPTION_INT, "2048",
      "activation rows kept per layer and point for PSOT (at most windows * length)", NULL, 0,
      1LL << 31},
-    {"budget-mib", IQ_OPTION_INT, "1024",
+    {"budget-mib", IQ_OPTION_INT, "2048",
      "memory for the statistics accumulators, in MiB; layers that do not fit are recorded in "
      "further passes over the windows",
      NULL, 1, 1 << 24},

@@ -14,6 +14,9 @@
 typedef struct iq_calibration_model {
   int64_t layers, hidden, heads, kv_heads, head_dim, ffn, vocab;
   int64_t max_positions; /* -1 when iq.config does not record it */
+  /* Channels of each point, read from the observers' operand types; 0
+   * where no observer has that point. */
+  uint32_t point_channels[IQ_OBSERVE_POINT_COUNT];
   char weight_path[4096];
 } iq_calibration_model_t;
 

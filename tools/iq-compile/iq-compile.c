@@ -74,7 +74,7 @@ static void print_usage(FILE *stream) {
         "  --calibration-windows N  number of windows (default 16)\n"
         "  --calibration-length N   tokens per window (default 512)\n"
         "  --calibration-rows N     activation rows sampled per layer and point (default 2048)\n"
-        "  --calibration-budget MIB memory for the statistics accumulators (default 1024);\n"
+        "  --calibration-budget MIB memory for the statistics accumulators (default 2048);\n"
         "                           layers that do not fit are recorded in further passes\n"
         "  --calibration-skip N     tokens at the start of the text no window uses (default 0)\n"
         "  --calibration-seed N     seed of the window and sample choice (default 0)\n"
