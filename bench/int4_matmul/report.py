@@ -20,7 +20,7 @@ def main():
                 continue
             if fields[0] in ("bandwidth", "peak-avx2", "peak-vnni"):
                 # The higher of the two measurements, so fractions are not flattered.
-            limits[fields[0]] = max(limits.get(fields[0], 0.0), float(fields[1]))
+                limits[fields[0]] = max(limits.get(fields[0], 0.0), float(fields[1]))
             elif fields[0] in ("iq", "ort", "ggml") and len(fields) == 8:
                 m, k, n = (int(v) for v in fields[2:5])
                 name = f"{fields[0]} {fields[1]}"

@@ -25,7 +25,7 @@ extern "C" {
 #define IQK_GROUP_ROWS 4   /* weight rows interleaved per packed group */
 #define IQK_PANEL_ROWS 8   /* activation rows per GEMM panel */
 
-/* Packed weights: codes[(g * blocks + b) * 128 + r * 32 + j] holds k =
+/* Packed weights: codes[(g * blocks + b) * 128 + r * 32 + j] contains k =
  * 64b + j of row 4g + r in its low nibble and k = 64b + 32 + j in its
  * high nibble. Rows past n and k past K are zero codes. */
 typedef struct iqk_weights {
@@ -86,7 +86,7 @@ int iqk_hadamard_factor(int64_t k);
 int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activations, float *y);
 
 /* An int4 KV cache for one sequence. Per KV head h and position j,
- * k_codes[(h * capacity + j) * head_dim / 2 + i] holds dimension 2i in its
+ * k_codes[(h * capacity + j) * head_dim / 2 + i] contains dimension 2i in its
  * low nibble and 2i + 1 in its high nibble (likewise v_codes), and a value
  * is scale * (code - zero) with scale and zero at [h * capacity + j]. K is
  * stored after the Hadamard transform along head_dim (H / sqrt(head_dim),
@@ -111,9 +111,9 @@ int iqk_kv_cache_append(iqk_kv_cache_t *cache, int64_t tokens, const float *k, c
 /* Drops the positions from `length` on. */
 int iqk_kv_cache_truncate(iqk_kv_cache_t *cache, int64_t length);
 
-/* Causal attention of the last `tokens` positions of the cache (appended
- * already): q and out are [tokens][heads][head_dim], q after RoPE; query t
- * sees positions 0 .. length - tokens + t. Query heads map to KV heads in
+/* Computes causal attention for the last `tokens` positions of the cache
+ * (appended already). q and out are [tokens][heads][head_dim], q after
+ * RoPE, and query t attends to positions 0 .. length - tokens + t. Query heads map to KV heads in
  * groups of heads / kv_heads. The kernel applies the Hadamard transform to
  * q, computes the scores from the codes (s * (q . code - z * sum(q))),
  * scaled by 1 / sqrt(head_dim), and the softmax-weighted sum of the

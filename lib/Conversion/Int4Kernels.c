@@ -1,10 +1,10 @@
 /* W4A4 matrix-multiply kernels as MLIR source, one module per instruction
- * set. The loops are scf.for over 1-D memrefs; the inner products use the
+ * set. The loops are scf.for over 1-D memrefs. The inner products use the
  * instruction set's integer multiply-add through llvm.call_intrinsic, or
  * plain vector arithmetic in the generic variant.
  *
  * Packed weights: rows in groups of 4; group g, block b (64 k) is 128
- * bytes at (g * blocks + b) * 128, 32 bytes per row. Byte j of a row holds
+ * bytes at (g * blocks + b) * 128, 32 bytes per row. Byte j of a row contains
  * k = 64b + j in its low nibble and k = 64b + 32 + j in its high nibble.
  * Activation codes are one byte each, in panels [m / MR][blocks][MR][64]
  * (MR = 1 for the GEMV).
@@ -60,9 +60,9 @@ const iq_int4_isa_t *iq_int4_isa_find(const char *target, const char *name) {
 
 /* ---- Per-instruction-set inner products ------------------------------------
  * A block step adds lo . a0 + hi . a1 (32 weight nibbles against 32
- * activation codes each) to a narrow accumulator `acc`; a flush adds the
+ * activation codes each) to a narrow accumulator `acc`. A flush adds the
  * narrow accumulator to the wide one once per chunk of at most
- * IQ_INT4_CHUNK_BLOCKS blocks; a reduction sums the wide lanes to i32. */
+ * IQ_INT4_CHUNK_BLOCKS blocks, and a reduction sums the wide lanes to i32. */
 
 static const char *narrow_type(iq_int4_isa_kind_t kind) {
   switch (kind) {
@@ -363,7 +363,8 @@ static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa) {
 }
 
 /* ---- GEMM (M > 1) ------------------------------------------------------------
- * Loop nest per thread (rows row_begin..row_end of W):
+ * Loop nest per thread (rows row_begin..row_end of W, panels
+ * panel_begin..panel_end of A):
  *   chunk of <= 32 blocks  >  tile of 64 W rows  >  panel of MR A rows  >  W row
  * The A panel's chunk (MR * 32 * 64 bytes) stays in L1 across the rows of
  * a tile, and the tile's chunk of W stays in L2 across the panels.
@@ -375,7 +376,8 @@ static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa) {
 static void emit_gemm_header(iq_text_t *t, const iq_int4_isa_t *isa) {
   iq_text_printf(t,
                  "  func.func @iqk_%s_gemm(%s, %%partial: memref<?xi32>, %%blocks: index, "
-                 "%%k32: i32, %%n: index, %%m: index, %%g_begin: index, %%g_end: index) {\n",
+                 "%%k32: i32, %%n: index, %%m: index, %%g_begin: index, %%g_end: index, "
+                 "%%panel_begin: index, %%panel_end: index) {\n",
                  isa->name, memref_arguments);
   emit_common_constants(t);
   emit_isa_constants(t, isa->kind);
@@ -383,9 +385,6 @@ static void emit_gemm_header(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "    %%mr = arith.constant %d : index\n"
                  "    %%tile = arith.constant %d : index\n"
                  "    %%group_bytes = arith.muli %%blocks, %%c128 : index\n"
-                 "    %%mr_less_one = arith.constant %d : index\n"
-                 "    %%m_round = arith.addi %%m, %%mr_less_one : index\n"
-                 "    %%panels = arith.divui %%m_round, %%mr : index\n"
                  "    %%row_begin = arith.muli %%g_begin, %%c4 : index\n"
                  "    %%row_limit = arith.muli %%g_end, %%c4 : index\n"
                  "    %%row_end = arith.minui %%row_limit, %%n : index\n"
@@ -398,10 +397,10 @@ static void emit_gemm_header(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "     scf.for %%tile_begin = %%row_begin to %%row_end step %%tile {\n"
                  "      %%tile_limit = arith.addi %%tile_begin, %%tile : index\n"
                  "      %%tile_end = arith.minui %%tile_limit, %%row_end : index\n"
-                 "      scf.for %%panel = %%c0 to %%panels step %%c1 {\n"
+                 "      scf.for %%panel = %%panel_begin to %%panel_end step %%c1 {\n"
                  "      %%panel_blocks = arith.muli %%panel, %%blocks : index\n"
                  "      %%panel_row = arith.muli %%panel, %%mr : index\n",
-                 IQ_INT4_PANEL_ROWS, GEMM_TILE_ROWS, IQ_INT4_PANEL_ROWS - 1);
+                 IQ_INT4_PANEL_ROWS, GEMM_TILE_ROWS);
 }
 
 /* Emits the accumulate-or-finish step for the i32 value %<value> of A row

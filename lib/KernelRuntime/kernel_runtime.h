@@ -20,10 +20,13 @@
  * group_end): the rows of groups [group_begin, group_end) for one token. */
 typedef void iqk_gemv_fn(IQK_KERNEL_ARGUMENTS, int64_t blocks, int32_t k, int64_t n,
                          int64_t group_begin, int64_t group_end);
-/* iqk_<isa>_gemm(..., partial, blocks, K, n, m, group_begin, group_end);
- * partial holds [panels * IQK_PANEL_ROWS][n] int32 sums between chunks. */
+/* iqk_<isa>_gemm(..., partial, blocks, K, n, m, group_begin, group_end,
+ * panel_begin, panel_end): weight groups [group_begin, group_end) against
+ * activation panels [panel_begin, panel_end). partial keeps
+ * [panels * IQK_PANEL_ROWS][n] int32 sums between chunks. */
 typedef void iqk_gemm_fn(IQK_KERNEL_ARGUMENTS, IQK_MEMREF(int32_t), int64_t blocks, int32_t k,
-                         int64_t n, int64_t m, int64_t group_begin, int64_t group_end);
+                         int64_t n, int64_t m, int64_t group_begin, int64_t group_end,
+                         int64_t panel_begin, int64_t panel_end);
 
 /* Blocks per chunk of the generated GEMM (IQ_INT4_CHUNK_BLOCKS in
  * int4_kernels.h); a longer K needs the partial-sum buffer. */
@@ -50,7 +53,7 @@ typedef void iqk_kv_append_fn(IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(u
 /* iqk_<isa>_attention(q, out, k_codes, k_scale, k_zero, v_codes, v_scale,
  * v_zero, work, tokens, heads, kv_heads, head_dim, capacity, position,
  * log2(head_dim), 1 / sqrt(head_dim), softmax_scale, head_begin, head_end);
- * work holds head_dim + position + tokens floats. */
+ * work has room for head_dim + position + tokens floats. */
 typedef void iqk_attention_fn(IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(uint8_t),
                               IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(uint8_t),
                               IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(float),

@@ -170,7 +170,11 @@ int iqk_num_threads(void) { return thread_count; }
 __attribute__((constructor)) static void select_at_load(void) {
   const char *threads = getenv("IQ_NUM_THREADS");
   long online = sysconf(_SC_NPROCESSORS_ONLN);
-  thread_count = online > 0 ? (int)(online > 64 ? 64 : online) : 1;
+  thread_count = 1;
+  if (online > 64)
+    thread_count = 64;
+  else if (online > 0)
+    thread_count = (int)online;
   if (threads && *threads) {
     char *end;
     long value = strtol(threads, &end, 10);
@@ -516,14 +520,22 @@ typedef struct matmul_task {
   float *y;
   int32_t *partial;
   int64_t partial_count;
+  int parts_n; /* parts along N; the rest split the activation panels */
 } matmul_task_t;
 
 static void run_part(void *context, int part, int parts) {
   const matmul_task_t *task = context;
   const iqk_weights_t *w = task->w;
   const iqk_activations_t *a = task->a;
-  int64_t group_begin = w->groups * part / parts, group_end = w->groups * (part + 1) / parts;
-  if (group_begin == group_end)
+  int parts_n = task->parts_n < parts ? task->parts_n : parts;
+  int parts_m = parts / parts_n, part_n = part % parts_n, part_m = part / parts_n;
+  if (part_m >= parts_m)
+    return;
+  int64_t group_begin = w->groups * part_n / parts_n;
+  int64_t group_end = w->groups * (part_n + 1) / parts_n;
+  int64_t panels = padded_rows(a) / a->panel_rows;
+  int64_t panel_begin = panels * part_m / parts_m, panel_end = panels * (part_m + 1) / parts_m;
+  if (group_begin == group_end || panel_begin == panel_end)
     return;
   int64_t w_rows = w->groups * IQK_GROUP_ROWS, a_rows = padded_rows(a);
   if (a->m == 1) {
@@ -542,7 +554,7 @@ static void run_part(void *context, int part, int parts) {
                     IQK_MEMREF_ARGS(a->zero, a_rows), IQK_MEMREF_ARGS(a->sum, a_rows),
                     IQK_MEMREF_ARGS(a->scale, a_rows), IQK_MEMREF_ARGS(task->y, a->m * w->n),
                     IQK_MEMREF_ARGS(task->partial, task->partial_count), w->blocks,
-                    (int32_t)w->k, w->n, a->m, group_begin, group_end);
+                    (int32_t)w->k, w->n, a->m, group_begin, group_end, panel_begin, panel_end);
   }
 }
 
@@ -565,7 +577,16 @@ int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activation
       return iqk_fail("out of memory for the [%lld, %lld] partial sums", (long long)activations->m,
                   (long long)weights->n);
   }
-  int threads = thread_count < weights->groups ? thread_count : (int)weights->groups;
+  /* Threads split the weight rows, which streams each weight byte once.
+   * When there are too few rows for that (fewer than 8 groups per thread)
+   * and several activation panels, they split the panels instead. */
+  int64_t panels = padded_rows(activations) / activations->panel_rows;
+  int threads = thread_count;
+  task.parts_n = threads;
+  if (weights->groups < 8 * (int64_t)threads && panels >= threads)
+    task.parts_n = 1;
+  else if (weights->groups < threads)
+    threads = task.parts_n = (int)weights->groups;
   iqk_parallel_run(threads, run_part, &task);
   free(task.partial);
   return 0;

@@ -40,6 +40,8 @@ static const test_case_t cases[] = {
     {"gemm_all_15", 9, 6, 4096, FILL_MAX},
     {"gemm_0_and_15", 5, 10, 2050, FILL_MIN_MAX},
     {"gemm_zero_point_15", 17, 3, 129, FILL_ZERO_POINT_MAX},
+    /* Few weight rows and many tokens: threads split the panels. */
+    {"gemm_split_tokens", 40, 6, 2200, FILL_RANDOM},
 };
 
 static uint64_t random_state = 0x9e3779b97f4a7c15u;
