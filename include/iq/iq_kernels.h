@@ -43,6 +43,7 @@ typedef struct iqk_activations {
   uint8_t *codes;
   int32_t *zero, *sum; /* za and asum */
   float *scale;        /* sa */
+  float clip;          /* range factor of the quantizers, 1.0 unless set */
 } iqk_activations_t;
 
 /* Packs row-major codes [n][k] (each 0..15) with per-row zero points
@@ -62,6 +63,10 @@ void iqk_activations_free(iqk_activations_t *activations);
  * scales, in the layout the kernels read. */
 int iqk_activations_set_codes(iqk_activations_t *activations, int64_t m, const uint8_t *codes,
                               const uint8_t *zero_points, const float *scales);
+/* Sets the factor (0 < clip <= 1) that the quantizers below multiply
+ * xmin and xmax by before computing sa and za, as iq_quantize_per_token's
+ * clip_max and clip_min do. */
+int iqk_activations_set_clip(iqk_activations_t *activations, float clip);
 /* Quantizes m float rows [m][k] per token to 4 bits: with
  * xmin = min(min x, 0) and xmax = max(max x, 0) ([-1, 1] for an all-zero
  * row), sa = max((xmax - xmin) / 15, 1e-8), za = round(-xmin / sa) and

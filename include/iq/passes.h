@@ -115,6 +115,7 @@ extern const iq_pass_info_t iq_calibrate_pass;
 extern const iq_pass_info_t iq_canonicalize_pass;
 extern const iq_pass_info_t iq_fuse_norms_pass;
 extern const iq_pass_info_t iq_insert_observers_pass;
+extern const iq_pass_info_t iq_pack_int4_pass;
 extern const iq_pass_info_t iq_quantize_pass;
 extern const iq_pass_info_t iq_raise_llama_pass;
 extern const iq_pass_info_t iq_rotate_pass;

@@ -17,8 +17,10 @@
 #include "QuantKernels.h"
 #include "TextBuffer.h"
 #include "iq/conversion.h"
+#include "iq/int4_model.h"
 #include "iq/iq_compiled.h"
 #include "iq/ir.h"
+#include "iq/quant.h"
 
 /* scf.parallel loops become OpenMP regions. The conversion wraps loop
  * bodies in memref.alloca_scope ops, which convert-scf-to-cf cannot lower
@@ -43,6 +45,7 @@ typedef struct weight_entry {
   bool transposed;
   int64_t dims[2];
   int rank;
+  char value[40], type[80]; /* the memref of the first op reading it */
 } weight_entry_t;
 
 typedef struct lowering {
@@ -59,6 +62,8 @@ typedef struct lowering {
   const char *source;
   int threads; /* an IQ_THREADS_ value */
   bool observe_declared; /* @iq_runtime_observe is declared in globals */
+  bool int4_kernels;     /* lower marked linears to iq_int4_linear calls */
+  bool int4_declared;    /* @iq_int4_linear is declared in globals */
 } lowering_t;
 
 /* The smallest weight matrix (in * out) whose linear kernel runs on
@@ -210,9 +215,14 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   if (codes)
     dtype = mlirIntegerTypeIsSigned(element) ? "i4" : "u4";
   intptr_t rank = mlirShapedTypeGetRank(type);
+  /* Packed int4 weights (iq-pack-int4): a flat byte array. */
+  bool packed_bytes = mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 8 &&
+               mlirIntegerTypeIsUnsigned(element) && rank == 1;
+  if (packed_bytes)
+    dtype = "u8";
   if (!dtype || rank < 1 || rank > 2)
-    return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors, or 4-bit "
-                             "codes");
+    return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors, 4-bit "
+                             "codes or 1-D u8 packed int4 weights");
 
   weight_entry_t entry = {.transposed = transposed, .rank = (int)rank};
   snprintf(entry.name, sizeof entry.name, "%.*s", (int)name.length, name.data);
@@ -243,7 +253,9 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
     snprintf(sizes[0], sizeof sizes[0], "%lld", bytes);
     snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", bytes);
     rank = 1;
-  } else if (rank == 1)
+  } else if (packed_bytes)
+    snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", (long long)d0);
+  else if (rank == 1)
     snprintf(memref_type, sizeof memref_type, "memref<%lldx%s>", (long long)d0, dtype);
   else
     snprintf(memref_type, sizeof memref_type, "memref<%lldx%lldx%s>", (long long)d0,
@@ -251,6 +263,10 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   snprintf(result, sizeof result, "%%weight%d", l->next_id++);
   memref_from_slot(l, result, IQ_SLOT_FIRST_WEIGHT(l->layers) + (int)index, (int)rank, size_list,
                    memref_type);
+  if (!l->weights[index].value[0]) {
+    snprintf(l->weights[index].value, sizeof l->weights[index].value, "%s", result);
+    snprintf(l->weights[index].type, sizeof l->weights[index].type, "%s", memref_type);
+  }
   return add_value(l, mlirOperationGetResult(op, 0), result, memref_type, false) != NULL;
 }
 
@@ -309,8 +325,12 @@ static MlirOperation weight_op(MlirOperation op) {
 }
 
 static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize);
+static bool is_int4_linear(const lowering_t *l, MlirOperation op);
+static bool lower_linear_int4(lowering_t *l, MlirOperation op);
 
 static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
+  if (is_int4_linear(l, op))
+    return lower_linear_int4(l, op);
   MlirOperation weight = weight_op(op);
   if (!mlirOperationIsNull(weight) && iq_op_is(weight, "dequantize") &&
       mlirOperationGetNumOperands(op) == 2)
@@ -371,7 +391,18 @@ static bool string_attribute_is(MlirOperation op, const char *name, const char *
   return text.length == strlen(value) && memcmp(text.data, value, text.length) == 0;
 }
 
+static bool feeds_only_int4(const lowering_t *l, MlirOperation quantize);
+static MlirOperation fusable_hadamard(MlirOperation quantize);
+
 static bool lower_hadamard(lowering_t *l, MlirOperation op) {
+  /* The int4 quantizer applies a fused transform itself. */
+  MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(op, 0));
+  if (!mlirOpOperandIsNull(use)) {
+    MlirOperation reader = mlirOpOperandGetOwner(use);
+    if (is_iq_op(reader, "quantize") && feeds_only_int4(l, reader) &&
+        !mlirOperationIsNull(fusable_hadamard(reader)))
+      return true;
+  }
   char kernel[IQ_KERNEL_NAME_SIZE];
   MlirValue result = mlirOperationGetResult(op, 0);
   int64_t width = last_dim(result);
@@ -404,10 +435,162 @@ static MlirOperation paired_dequantize(MlirOperation quantize) {
   return pair;
 }
 
+/* ---- Int4 kernel path ---------------------------------------------------- */
+
+/* A linear that iq-pack-int4 marked, when the int4 path is on. */
+static bool is_int4_linear(const lowering_t *l, MlirOperation op) {
+  return l->int4_kernels && iq_op_is(op, "linear") &&
+         !mlirAttributeIsNull(mlirOperationGetAttributeByName(
+             op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE)));
+}
+
+/* True when every op reading the dequantized result of `quantize` is an
+ * int4 linear, which quantizes its input itself, so the fake quantization
+ * need not be computed. */
+static bool feeds_only_int4(const lowering_t *l, MlirOperation quantize) {
+  MlirOperation dequantize = paired_dequantize(quantize);
+  if (mlirOperationIsNull(dequantize))
+    return false;
+  MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(dequantize, 0));
+  if (mlirOpOperandIsNull(use))
+    return false;
+  for (; !mlirOpOperandIsNull(use); use = mlirOpOperandGetNextUse(use))
+    if (!is_int4_linear(l, mlirOpOperandGetOwner(use)) || mlirOpOperandGetOperandNumber(use) != 0)
+      return false;
+  return true;
+}
+
+/* The iq.hadamard that the int4 quantizer of `quantize` can apply itself:
+ * a transform of the whole last axis (not transposed) whose only reader is
+ * `quantize`, of a size the kernels support. Else a null op. */
+static MlirOperation fusable_hadamard(MlirOperation quantize) {
+  MlirOperation hadamard = operand_owner(quantize, 0);
+  if (!is_iq_op(hadamard, "hadamard"))
+    return (MlirOperation){NULL};
+  MlirValue result = mlirOperationGetResult(hadamard, 0);
+  int64_t width = last_dim(result);
+  MlirAttribute transposed =
+      mlirOperationGetAttributeByName(hadamard, mlirStringRefCreateFromCString("transposed"));
+  bool is_transposed = !mlirAttributeIsNull(transposed) &&
+                       ((mlirAttributeIsABool(transposed) && mlirBoolAttrGetValue(transposed)) ||
+                        (mlirAttributeIsAInteger(transposed) &&
+                         mlirIntegerAttrGetValueInt(transposed) != 0));
+  MlirOpOperand use = mlirValueGetFirstUse(result);
+  bool single = !mlirOpOperandIsNull(use) &&
+                mlirOperationEqual(mlirOpOperandGetOwner(use), quantize) &&
+                mlirOpOperandIsNull(mlirOpOperandGetNextUse(use));
+  if (width < 1 || int_attribute(hadamard, "size") != width || is_transposed || !single)
+    return (MlirOperation){NULL};
+  size_t factor;
+  iq_error_t *error = NULL;
+  bool supported = iq_hadamard_factor((size_t)width, &factor, &error);
+  iq_error_destroy(error);
+  if (!supported)
+    return (MlirOperation){NULL};
+  return hadamard;
+}
+
+/* The float input an int4 linear quantizes: the input of the activation
+ * quantize, or of the Hadamard transform before it when that is fused. */
+static MlirValue int4_source(MlirOperation linear, bool *hadamard) {
+  *hadamard = false;
+  MlirOperation input = operand_owner(linear, 0);
+  if (!is_iq_op(input, "dequantize"))
+    return (MlirValue){NULL};
+  MlirOperation quantize = operand_owner(input, 0);
+  if (!is_iq_op(quantize, "quantize"))
+    return (MlirValue){NULL};
+  MlirOperation fused = fusable_hadamard(quantize);
+  *hadamard = !mlirOperationIsNull(fused);
+  return mlirOperationGetOperand(*hadamard ? fused : quantize, 0);
+}
+
+/* Emits `%NAME_ptr`, the aligned pointer of memref `value` as !llvm.ptr. */
+static void emit_pointer(lowering_t *l, const lowered_value_t *value, int id, const char *name) {
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_%s_index = memref.extract_aligned_pointer_as_index %s : %s -> index\n",
+                 id, name, value->name, value->type);
+  iq_text_printf(t, "    %%int4_%d_%s_i64 = arith.index_cast %%int4_%d_%s_index : index to i64\n", id,
+                 name, id, name);
+  iq_text_printf(t, "    %%int4_%d_%s = llvm.inttoptr %%int4_%d_%s_i64 : i64 to !llvm.ptr\n", id,
+                 name, id, name);
+}
+
+/* A linear marked by iq-pack-int4 becomes a call of iq_int4_linear
+ * (iq/int4_model.h), which quantizes the rows per token (after the fused
+ * Hadamard transform) and runs the integer matrix multiply on the packed
+ * weights. */
+static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
+  MlirAttribute attr =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE));
+  MlirOperation input = operand_owner(op, 0), weight = weight_op(op);
+  MlirOperation quantize = operand_owner(input, 0);
+  MlirType type = is_iq_op(weight, "dequantize")
+                      ? mlirValueGetType(mlirOperationGetResult(weight, 0))
+                      : (MlirType){NULL};
+  int64_t out = mlirTypeIsNull(type) ? -1 : static_dim(type, 0);
+  int64_t in = mlirTypeIsNull(type) ? -1 : static_dim(type, 1);
+  if (!mlirAttributeIsAString(attr) || !is_iq_op(input, "dequantize") ||
+      !is_iq_op(quantize, "quantize") || out < 1 || in < 1)
+    return lower_fail(l, op, "a linear marked %s needs a fake-quantized input and 4-bit weight "
+                             "codes; run iq-pack-int4 on the output of iq-quantize",
+                      IQ_INT4_WEIGHTS_ATTRIBUTE);
+
+  MlirStringRef name = mlirStringAttrGetValue(attr);
+  const weight_entry_t *packed = NULL;
+  for (size_t i = 0; i < l->num_weights; ++i)
+    if (strlen(l->weights[i].name) == name.length &&
+        memcmp(l->weights[i].name, name.data, name.length) == 0)
+      packed = &l->weights[i];
+  if (!packed || strcmp(packed->dtype, "u8") != 0 || packed->rank != 1 ||
+      packed->dims[0] != iq_int4_packed_bytes(out, in))
+    return lower_fail(l, op, "no u8 weight '%.*s' of %lld bytes precedes this linear; run "
+                             "iq-pack-int4 again",
+                      (int)name.length, name.data, (long long)iq_int4_packed_bytes(out, in));
+  double clip = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  if (!(clip > 0.0 && clip <= 1.0))
+    return lower_fail(l, op, "the input quantization's clip_ratio %g is outside (0, 1]", clip);
+
+  bool hadamard;
+  MlirValue source = int4_source(op, &hadamard);
+  lowered_value_t *x = mlirValueIsNull(source) ? NULL : find_value(l, source);
+  if (!x)
+    return lower_fail(l, op, "the input of the int4 linear was not computed");
+  lowered_value_t weights = {0};
+  snprintf(weights.name, sizeof weights.name, "%s", packed->value);
+  snprintf(weights.type, sizeof weights.type, "%s", packed->type);
+  lowered_value_t *y = allocate(l, mlirOperationGetResult(op, 0), out);
+  if (!y)
+    return false;
+
+  if (!l->int4_declared) {
+    iq_text_printf(&l->globals, "  func.func private @iq_int4_linear(!llvm.ptr, i64, i64, "
+                                "!llvm.ptr, i64, !llvm.ptr, i64, f32)\n");
+    l->int4_declared = true;
+  }
+  int id = l->next_id++;
+  emit_pointer(l, &weights, id, "w");
+  emit_pointer(l, x, id, "x");
+  emit_pointer(l, y, id, "y");
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_n = arith.constant %lld : i64\n", id, (long long)out);
+  iq_text_printf(t, "    %%int4_%d_k = arith.constant %lld : i64\n", id, (long long)in);
+  iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, hadamard ? 1 : 0);
+  iq_text_printf(t, "    %%int4_%d_clip = arith.constant %.9e : f32\n", id, (double)(float)clip);
+  iq_text_printf(t, "    func.call @iq_int4_linear(%%int4_%d_w, %%int4_%d_n, %%int4_%d_k, "
+                    "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_h, %%int4_%d_clip) : "
+                    "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, i64, f32) -> ()\n",
+                 id, id, id, id, id, id, id);
+  return true;
+}
+
 /* A quantize whose results only a dequantize reads is fake quantization:
  * one kernel computes the dequantized values, and the codes, scales and
  * zero points are never stored. */
 static bool lower_quantize(lowering_t *l, MlirOperation op) {
+  if (feeds_only_int4(l, op))
+    return true;
   MlirOperation dequantize = paired_dequantize(op);
   if (mlirOperationIsNull(dequantize))
     return lower_fail(l, op, "iq.quantize lowers only when a matching iq.dequantize alone reads "
@@ -451,6 +634,9 @@ static bool lower_quantize(lowering_t *l, MlirOperation op) {
  * weight codes is read by the linear that uses it. */
 static bool lower_dequantize(lowering_t *l, MlirOperation op) {
   if (find_value(l, mlirOperationGetResult(op, 0)))
+    return true;
+  MlirOperation quantize = operand_owner(op, 0);
+  if (is_iq_op(quantize, "quantize") && feeds_only_int4(l, quantize))
     return true;
   if (is_iq_op(operand_owner(op, 0), "weight"))
     return true;
@@ -738,7 +924,8 @@ static void emit_metadata(lowering_t *l, const iq_lowering_options_t *options, i
 
 char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_t *options,
                                 iq_error_t **error) {
-  lowering_t l = {.error = error, .threads = options->threads};
+  lowering_t l = {.error = error, .threads = options->threads,
+                  .int4_kernels = options->int4_kernels};
   MlirAttribute config =
       mlirOperationGetAttributeByName(module, mlirStringRefCreateFromCString("iq.config"));
   if (mlirAttributeIsNull(config) || !mlirAttributeIsADictionary(config)) {
@@ -795,8 +982,14 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
   size_t index = 0;
   for (MlirOperation op = mlirBlockGetFirstOperation(block); last_uses && !mlirOperationIsNull(op);
        op = mlirOperationGetNextInBlock(op), ++index) {
-    for (intptr_t i = 0; i < mlirOperationGetNumOperands(op); ++i) {
-      MlirValue value = mlirOperationGetOperand(op, i);
+    /* An int4 linear also reads the float input of its quantization. */
+    intptr_t operands = mlirOperationGetNumOperands(op);
+    bool int4 = is_int4_linear(&l, op);
+    for (intptr_t i = 0; i < operands + (int4 ? 1 : 0); ++i) {
+      bool hadamard;
+      MlirValue value = i < operands ? mlirOperationGetOperand(op, i) : int4_source(op, &hadamard);
+      if (mlirValueIsNull(value))
+        continue;
       size_t u = 0;
       while (u < num_last_uses && !mlirValueEqual(last_uses[u].value, value))
         ++u;

@@ -207,6 +207,17 @@ static void run_compiled(iq_session_t *session, const int32_t *tokens, int32_t c
   iq_model_forward(slots);
 }
 
+/* The first failure of the int4 kernels during the last forward pass, in
+ * libraries that have them (iq/int4_model.h). */
+extern const char *iq_int4_take_error(void) __attribute__((weak));
+
+static iq_status_t int4_status(void) {
+  const char *message = iq_int4_take_error ? iq_int4_take_error() : NULL;
+  if (message)
+    return iq_rt_fail(IQ_ERROR_INTERNAL, "iq_session_forward: %s", message);
+  return IQ_OK;
+}
+
 iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int32_t count,
                                int32_t position, float *logits, int32_t last_only) {
   iq_status_t status = check_forward_arguments(session, tokens, count, position);
@@ -218,8 +229,9 @@ iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int
   /* Every row wanted: the compiled code writes into the caller's buffer. */
   if (logits && !last_only) {
     run_compiled(session, tokens, count, position, logits);
-    session->length = position + count;
-    return IQ_OK;
+    status = int4_status();
+    session->length = status == IQ_OK ? position + count : position;
+    return status;
   }
 
   status = ensure_scratch(session, count);
@@ -230,6 +242,9 @@ iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int
   while (done < count) {
     int32_t chunk = count - done < session->scratch_rows ? count - done : session->scratch_rows;
     run_compiled(session, tokens + done, chunk, position + done, session->logits);
+    status = int4_status();
+    if (status != IQ_OK)
+      return status;
     done += chunk;
     /* The cache now contains valid entries up to the chunk's end, which the
      * next chunk's attention reads. */
