@@ -37,6 +37,19 @@ static inline int64_t iq_int4_packed_bytes(int64_t n, int64_t k) {
 void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
                     float *y, int64_t hadamard, float clip);
 
+/* Runs the attention of `tokens` queries at positions[0] .. positions[0] +
+ * tokens - 1 over the int4 KV cache `cache` (an iqk_kv_cache_t). It drops
+ * cached positions from positions[0] on, appends k and v
+ * ([tokens][kv_heads][head_dim], k after RoPE and before its Hadamard
+ * transform), and writes out [tokens][heads][head_dim] from q (after RoPE,
+ * before its transform). K and V rows are quantized with the clip factors;
+ * V rows use the group rule of iq_quantize_groupwise when
+ * `v_group_range` is 1, else the per-token rule. Failures are recorded
+ * for iq_int4_take_error. */
+void iq_int4_attention(void *cache, const float *q, const float *k, const float *v,
+                       const int64_t *positions, int64_t tokens, int64_t heads, float k_clip,
+                       float v_clip, int64_t v_group_range, float *out);
+
 /* Returns the first failure message recorded since the last call and
  * clears it, or NULL when there was none. */
 const char *iq_int4_take_error(void);

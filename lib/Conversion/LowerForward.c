@@ -64,6 +64,10 @@ typedef struct lowering {
   bool observe_declared; /* @iq_runtime_observe is declared in globals */
   bool int4_kernels;     /* lower marked linears to iq_int4_linear calls */
   bool int4_declared;    /* @iq_int4_linear is declared in globals */
+  bool int4_cache;       /* every attention runs on an int4 KV cache */
+  bool int4_attention_declared;
+  MlirOperation *skipped; /* ops the int4 attention computes itself */
+  size_t num_skipped;
 } lowering_t;
 
 /* The smallest weight matrix (in * out) whose linear kernel runs on
@@ -585,6 +589,190 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
   return true;
 }
 
+/* The ops between RoPE and an attention whose K and V are quantized to
+ * 4 bits as iq-quantize's kv=k4v4 does: q and k each pass a Hadamard
+ * transform of head_dim, K is quantized per (token, KV head) with the
+ * range containing 0 and V with the group's own range. */
+typedef struct int4_attention {
+  MlirOperation q_hadamard, k_hadamard, k_quantize, k_dequantize, v_quantize, v_dequantize;
+  MlirValue q, k, v; /* the float inputs the int4 attention reads */
+  double k_clip, v_clip;
+} int4_attention_t;
+
+/* True when `op` has exactly one reader, `reader`. */
+static bool read_only_by(MlirOperation op, MlirOperation reader) {
+  MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(op, 0));
+  return !mlirOpOperandIsNull(use) && mlirOperationEqual(mlirOpOperandGetOwner(use), reader) &&
+         mlirOpOperandIsNull(mlirOpOperandGetNextUse(use));
+}
+
+static bool is_head_hadamard(MlirOperation op, int64_t head_dim) {
+  if (!is_iq_op(op, "hadamard") || int_attribute(op, "size") != head_dim)
+    return false;
+  MlirAttribute transposed =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("transposed"));
+  return mlirAttributeIsNull(transposed) ||
+         (mlirAttributeIsABool(transposed) && !mlirBoolAttrGetValue(transposed)) ||
+         (mlirAttributeIsAInteger(transposed) && mlirIntegerAttrGetValueInt(transposed) == 0);
+}
+
+/* A 4-bit unsigned asymmetric per_group quantization of head_dim groups
+ * along the last axis whose paired dequantize only `attention` reads. */
+static bool is_head_quantize(MlirOperation quantize, MlirOperation dequantize,
+                             MlirOperation attention, int64_t head_dim, bool zero_in_range) {
+  if (!is_iq_op(quantize, "quantize") || !is_iq_op(dequantize, "dequantize") ||
+      !mlirOperationEqual(paired_dequantize(quantize), dequantize) ||
+      !read_only_by(dequantize, attention))
+    return false;
+  MlirValue result = mlirOperationGetResult(dequantize, 0);
+  int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(result));
+  MlirAttribute zero_attr =
+      mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("zero_in_range"));
+  bool has_zero = !mlirAttributeIsNull(zero_attr) && mlirAttributeIsABool(zero_attr) &&
+                  mlirBoolAttrGetValue(zero_attr);
+  double clip = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  return int_attribute(quantize, "bits") == 4 &&
+         string_attribute_is(quantize, "granularity", "per_group") &&
+         int_attribute(quantize, "group_size") == head_dim &&
+         int_attribute(quantize, "axis") == rank - 1 && has_zero == zero_in_range &&
+         !mlirBoolAttrGetValue(mlirOperationGetAttributeByName(
+             quantize, mlirStringRefCreateFromCString("symmetric"))) &&
+         !mlirBoolAttrGetValue(mlirOperationGetAttributeByName(
+             quantize, mlirStringRefCreateFromCString("signed"))) &&
+         clip > 0.0 && clip <= 1.0;
+}
+
+/* Matches the int4 KV pattern at `attention`; the softmax scale must be
+ * 1/sqrt(head_dim), the one the int4 kernel applies. */
+static bool match_int4_attention(const lowering_t *l, MlirOperation attention,
+                                 int4_attention_t *match) {
+  int64_t head_dim = l->head_dim;
+  double scale = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(attention, mlirStringRefCreateFromCString("scale")));
+  if ((float)scale != (float)(1.0 / sqrt((double)head_dim)) || head_dim < 2 ||
+      (head_dim & (head_dim - 1)) != 0)
+    return false;
+  match->q_hadamard = operand_owner(attention, 0);
+  match->k_dequantize = operand_owner(attention, 1);
+  match->v_dequantize = operand_owner(attention, 2);
+  if (!is_head_hadamard(match->q_hadamard, head_dim) ||
+      !read_only_by(match->q_hadamard, attention) || !is_iq_op(match->k_dequantize, "dequantize") ||
+      !is_iq_op(match->v_dequantize, "dequantize"))
+    return false;
+  match->k_quantize = operand_owner(match->k_dequantize, 0);
+  match->v_quantize = operand_owner(match->v_dequantize, 0);
+  if (!is_head_quantize(match->k_quantize, match->k_dequantize, attention, head_dim, true) ||
+      !is_head_quantize(match->v_quantize, match->v_dequantize, attention, head_dim, false))
+    return false;
+  match->k_hadamard = operand_owner(match->k_quantize, 0);
+  if (!is_head_hadamard(match->k_hadamard, head_dim) ||
+      !read_only_by(match->k_hadamard, match->k_quantize))
+    return false;
+  match->q = mlirOperationGetOperand(match->q_hadamard, 0);
+  match->k = mlirOperationGetOperand(match->k_hadamard, 0);
+  match->v = mlirOperationGetOperand(match->v_quantize, 0);
+  match->k_clip = mlirFloatAttrGetValueDouble(mlirOperationGetAttributeByName(
+      match->k_quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  match->v_clip = mlirFloatAttrGetValueDouble(mlirOperationGetAttributeByName(
+      match->v_quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  return true;
+}
+
+static bool is_skipped(const lowering_t *l, MlirOperation op) {
+  for (size_t i = 0; i < l->num_skipped; ++i)
+    if (mlirOperationEqual(l->skipped[i], op))
+      return true;
+  return false;
+}
+
+/* Decides whether the KV caches are int4: when the int4 path is on and
+ * every attention matches, and then records the ops the int4 attention
+ * replaces. */
+static bool plan_int4_cache(lowering_t *l, MlirBlock block) {
+  size_t attentions = 0, matched = 0;
+  int4_attention_t match;
+  for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);
+       op = mlirOperationGetNextInBlock(op)) {
+    if (!iq_op_is(op, "attention"))
+      continue;
+    ++attentions;
+    if (match_int4_attention(l, op, &match))
+      ++matched;
+  }
+  l->int4_cache = l->int4_kernels && attentions > 0 && matched == attentions;
+  if (!l->int4_cache)
+    return true;
+  l->skipped = calloc(6 * attentions, sizeof *l->skipped);
+  if (!l->skipped)
+    return lower_fail(l, (MlirOperation){NULL}, "out of memory");
+  for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);
+       op = mlirOperationGetNextInBlock(op)) {
+    if (!iq_op_is(op, "attention") || !match_int4_attention(l, op, &match))
+      continue;
+    MlirOperation replaced[6] = {match.q_hadamard, match.k_hadamard, match.k_quantize,
+                                 match.k_dequantize, match.v_quantize, match.v_dequantize};
+    for (int i = 0; i < 6; ++i)
+      l->skipped[l->num_skipped++] = replaced[i];
+  }
+  return true;
+}
+
+/* An attention over an int4 KV cache becomes a call of iq_int4_attention
+ * (iq/int4_model.h) on the cache object in the layer's first cache slot,
+ * with q and k before their Hadamard transforms and v before
+ * quantization: the kernels transform and quantize them themselves. */
+static bool lower_attention_int4(lowering_t *l, MlirOperation op) {
+  int4_attention_t match;
+  if (!match_int4_attention(l, op, &match))
+    return lower_fail(l, op, "the attention does not match the int4 KV cache pattern");
+  int64_t heads = int_attribute(op, "num_heads");
+  lowered_value_t *q = find_value(l, match.q), *k = find_value(l, match.k);
+  lowered_value_t *v = find_value(l, match.v);
+  lowered_value_t *cache = operand(l, op, 3), *values = operand(l, op, 4);
+  lowered_value_t *positions = operand(l, op, 5);
+  if (!q || !k || !v || !cache || !values || !positions)
+    return lower_fail(l, op, "the inputs of the int4 attention were not computed");
+  if (mlirValueIsABlockArgument(mlirOperationGetOperand(op, 3)) == false ||
+      mlirValueIsABlockArgument(mlirOperationGetOperand(op, 4)) == false)
+    return lower_fail(l, op, "the attention's caches must be function arguments");
+  lowered_value_t *out = allocate(l, mlirOperationGetResult(op, 0), heads * l->head_dim);
+  if (!out)
+    return false;
+  /* The results name the cache arguments, as on the float path. */
+  if (!add_value(l, mlirOperationGetResult(op, 1), cache->name, cache->type, false) ||
+      !add_value(l, mlirOperationGetResult(op, 2), values->name, values->type, false))
+    return lower_fail(l, op, "out of memory");
+
+  if (!l->int4_attention_declared) {
+    iq_text_printf(&l->globals, "  func.func private @iq_int4_attention(!llvm.ptr, !llvm.ptr, "
+                                "!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, f32, f32, i64, "
+                                "!llvm.ptr)\n");
+    l->int4_attention_declared = true;
+  }
+  int id = l->next_id++;
+  emit_pointer(l, cache, id, "cache");
+  emit_pointer(l, q, id, "q");
+  emit_pointer(l, k, id, "k");
+  emit_pointer(l, v, id, "v");
+  emit_pointer(l, positions, id, "positions");
+  emit_pointer(l, out, id, "out");
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_heads = arith.constant %lld : i64\n", id, (long long)heads);
+  iq_text_printf(t, "    %%int4_%d_k_clip = arith.constant %.9e : f32\n", id,
+                 (double)(float)match.k_clip);
+  iq_text_printf(t, "    %%int4_%d_v_clip = arith.constant %.9e : f32\n", id,
+                 (double)(float)match.v_clip);
+  iq_text_printf(t, "    %%int4_%d_v_group = arith.constant 1 : i64\n", id);
+  iq_text_printf(t, "    func.call @iq_int4_attention(%%int4_%d_cache, %%int4_%d_q, %%int4_%d_k, "
+                    "%%int4_%d_v, %%int4_%d_positions, %%tokens_i64, %%int4_%d_heads, "
+                    "%%int4_%d_k_clip, %%int4_%d_v_clip, %%int4_%d_v_group, %%int4_%d_out) : "
+                    "(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, f32, f32, "
+                    "i64, !llvm.ptr) -> ()\n",
+                 id, id, id, id, id, id, id, id, id, id);
+  return true;
+}
+
 /* A quantize whose results only a dequantize reads is fake quantization:
  * one kernel computes the dequantized values, and the codes, scales and
  * zero points are never stored. */
@@ -709,6 +897,10 @@ static bool lower_observe(lowering_t *l, MlirOperation op) {
 }
 
 static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
+  if (is_skipped(l, op))
+    return true;
+  if (l->int4_cache && iq_op_is(op, "attention"))
+    return lower_attention_int4(l, op);
   char kernel[IQ_KERNEL_NAME_SIZE];
   MlirValue result = mlirOperationGetNumResults(op) > 0 ? mlirOperationGetResult(op, 0)
                                                          : (MlirValue){NULL};
@@ -903,10 +1095,10 @@ static void emit_metadata(lowering_t *l, const iq_lowering_options_t *options, i
   iq_text_t text = {0};
   iq_text_printf(&text, "iq-model %d\ntarget %s\nquantization %s\n", IQ_COMPILED_METADATA_VERSION,
                  options->target, options->quantization);
-  iq_text_printf(&text, "config %lld %lld %lld %lld %lld %lld %lld %.9g %.9g\ncache f32\n",
+  iq_text_printf(&text, "config %lld %lld %lld %lld %lld %lld %lld %.9g %.9g\ncache %s\n",
                  (long long)l->layers, (long long)l->hidden, (long long)l->heads,
                  (long long)l->kv_heads, (long long)l->head_dim, (long long)l->ffn,
-                 (long long)l->vocab, l->theta, l->epsilon);
+                 (long long)l->vocab, l->theta, l->epsilon, l->int4_cache ? "int4" : "f32");
   for (size_t i = 0; i < l->num_weights; ++i) {
     const weight_entry_t *w = &l->weights[i];
     iq_text_printf(&text, "weight %zu %s %s %d %d", i, w->name, w->dtype, w->transposed ? 1 : 0,
@@ -961,6 +1153,7 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
 
   bool ok = emit_prologue(&l, function);
   MlirBlock block = mlirRegionGetFirstBlock(mlirOperationGetRegion(function, 0));
+  ok = ok && plan_int4_cache(&l, block);
 
   /* The index of each op, and for every value the last op reading it. */
   size_t num_ops = 0;
@@ -985,9 +1178,21 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
     /* An int4 linear also reads the float input of its quantization. */
     intptr_t operands = mlirOperationGetNumOperands(op);
     bool int4 = is_int4_linear(&l, op);
-    for (intptr_t i = 0; i < operands + (int4 ? 1 : 0); ++i) {
+    /* So does an int4 attention, of its q, k and v before the transforms. */
+    int4_attention_t attention;
+    bool int4_attention = l.int4_cache && iq_op_is(op, "attention") &&
+                          match_int4_attention(&l, op, &attention);
+    MlirValue attention_inputs[3] = {{NULL}, {NULL}, {NULL}};
+    if (int4_attention) {
+      attention_inputs[0] = attention.q;
+      attention_inputs[1] = attention.k;
+      attention_inputs[2] = attention.v;
+    }
+    for (intptr_t i = 0; i < operands + 4; ++i) {
       bool hadamard;
-      MlirValue value = i < operands ? mlirOperationGetOperand(op, i) : int4_source(op, &hadamard);
+      MlirValue value = i < operands      ? mlirOperationGetOperand(op, i)
+                        : i == operands   ? (int4 ? int4_source(op, &hadamard) : (MlirValue){NULL})
+                                          : attention_inputs[i - operands - 1];
       if (mlirValueIsNull(value))
         continue;
       size_t u = 0;
@@ -1051,5 +1256,6 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
   iq_kernel_set_free(&l.kernel_set);
   free(l.values);
   free(l.weights);
+  free(l.skipped);
   return result;
 }

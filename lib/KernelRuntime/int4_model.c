@@ -64,3 +64,29 @@ void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
     record_error("iq_int4_linear");
   iqk_activations_free(activations);
 }
+
+void iq_int4_attention(void *cache, const float *q, const float *k, const float *v,
+                       const int64_t *positions, int64_t tokens, int64_t heads, float k_clip,
+                       float v_clip, int64_t v_group_range, float *out) {
+  iqk_kv_cache_t *kv = cache;
+  if (positions[0] < 0 || positions[0] > kv->length) {
+    snprintf(pending_error, sizeof pending_error,
+             "iq_int4_attention: position %lld does not continue the KV cache of %lld positions",
+             (long long)positions[0], (long long)kv->length);
+    has_error = true;
+    return;
+  }
+  pthread_mutex_lock(&kernel_lock);
+  int status = iqk_kv_cache_truncate(kv, positions[0]);
+  if (status == 0)
+    status = iqk_kv_cache_set_clip(kv, k_clip, v_clip);
+  if (status == 0)
+    status = iqk_kv_cache_set_v_group_range(kv, (int)v_group_range);
+  if (status == 0)
+    status = iqk_kv_cache_append(kv, tokens, k, v);
+  if (status == 0)
+    status = iqk_attention(kv, tokens, heads, q, out);
+  pthread_mutex_unlock(&kernel_lock);
+  if (status != 0)
+    record_error("iq_int4_attention");
+}

@@ -44,13 +44,16 @@ typedef void iqk_quantize_fn(IQK_MEMREF(float), IQK_MEMREF(uint8_t), IQK_MEMREF(
 
 /* iqk_<isa>_kv_append(k, v, k_codes, k_scale, k_zero, v_codes, v_scale,
  * v_zero, work, tokens, kv_heads, head_dim, capacity, start, log2(head_dim),
- * 1 / sqrt(head_dim), k_clip, v_clip, head_begin, head_end). */
+ * 1 / sqrt(head_dim), k_clip, v_clip, head_begin, head_end,
+ * v_group_range); v_group_range selects the group rule for V rows (see
+ * iqk_kv_cache_set_v_group_range). */
 typedef void iqk_kv_append_fn(IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(uint8_t),
                               IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(uint8_t),
                               IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(float),
                               int64_t tokens, int64_t kv_heads, int64_t head_dim,
                               int64_t capacity, int64_t start, int64_t log2hd, float hscale,
-                              float k_clip, float v_clip, int64_t head_begin, int64_t head_end);
+                              float k_clip, float v_clip, int64_t head_begin, int64_t head_end,
+                              int64_t v_group_range);
 /* iqk_<isa>_attention(q, out, k_codes, k_scale, k_zero, v_codes, v_scale,
  * v_zero, work, tokens, heads, kv_heads, head_dim, capacity, position,
  * log2(head_dim), 1 / sqrt(head_dim), softmax_scale, head_begin, head_end);

@@ -26,13 +26,25 @@ struct iq_session {
   int32_t scratch_rows;
 };
 
+/* The int4 KV cache of iq_kernels.h, in libraries that link the kernels. */
+struct iqk_kv_cache;
+extern struct iqk_kv_cache *iqk_kv_cache_create(int64_t kv_heads, int64_t head_dim,
+                                                int64_t capacity) __attribute__((weak));
+extern void iqk_kv_cache_free(struct iqk_kv_cache *cache) __attribute__((weak));
+extern const char *iqk_last_error(void) __attribute__((weak));
+
 void iq_session_destroy(iq_session_t *session) {
   if (!session) {
     return;
   }
   if (session->caches) {
+    bool int4 = session->model->metadata.int4_cache;
     for (int32_t i = 0; i < 2 * session->model->metadata.config.layers; ++i) {
-      free(session->caches[i]);
+      if (int4 && iqk_kv_cache_free) {
+        iqk_kv_cache_free((struct iqk_kv_cache *)(void *)session->caches[i]);
+      } else {
+        free(session->caches[i]);
+      }
     }
   }
   free(session->caches);
@@ -44,7 +56,36 @@ void iq_session_destroy(iq_session_t *session) {
   free(session);
 }
 
+/* One iqk_kv_cache_t per layer, in the even cache slots. */
+static iq_status_t allocate_int4_caches(iq_session_t *session) {
+  const iq_model_config_t *config = &session->model->metadata.config;
+  if (!iqk_kv_cache_create || !iqk_kv_cache_free) {
+    return iq_rt_fail(IQ_ERROR_FORMAT, "iq_session_create: the library declares an int4 KV "
+                                       "cache but lacks the int4 kernels; recompile it");
+  }
+  int32_t buffers = 2 * config->layers;
+  session->caches = calloc((size_t)buffers, sizeof *session->caches);
+  if (!session->caches) {
+    return iq_rt_fail(IQ_ERROR_OUT_OF_MEMORY, "iq_session_create: out of memory");
+  }
+  for (int32_t layer = 0; layer < config->layers; ++layer) {
+    struct iqk_kv_cache *cache =
+        iqk_kv_cache_create(config->num_kv_heads, config->head_dim, session->max_context);
+    if (!cache) {
+      return iq_rt_fail(IQ_ERROR_OUT_OF_MEMORY,
+                        "iq_session_create: cannot create the int4 KV cache of layer %d for %d "
+                        "positions: %s",
+                        layer, session->max_context, iqk_last_error ? iqk_last_error() : "");
+    }
+    session->caches[2 * layer] = (float *)(void *)cache;
+  }
+  return IQ_OK;
+}
+
 static iq_status_t allocate_caches(iq_session_t *session) {
+  if (session->model->metadata.int4_cache) {
+    return allocate_int4_caches(session);
+  }
   const iq_model_config_t *config = &session->model->metadata.config;
   uint64_t elements = 0;
   uint64_t bytes = 0;
