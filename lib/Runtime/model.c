@@ -30,6 +30,9 @@ extern int iqk_set_num_threads(int threads) __attribute__((weak));
 struct iqk_kernel_set;
 extern const struct iqk_kernel_set *iqk_selected_set(void) __attribute__((weak));
 extern const char *iqk_last_error(void) __attribute__((weak));
+struct iqk_kv_cache;
+extern struct iqk_kv_cache *iqk_kv_cache_create(int64_t kv_heads, int64_t head_dim,
+                                                int64_t capacity) __attribute__((weak));
 
 /* Picks the thread count: the option, else IQ_NUM_THREADS, else the
  * number of online CPUs. */
@@ -199,6 +202,11 @@ iq_status_t iq_model_open(const char *weight_file, const iq_model_options_t *opt
   atomic_init(&result->references, 1);
   result->num_threads = num_threads;
   status = iq_rt_metadata_parse(iq_model_metadata, &result->metadata);
+  if (status == IQ_OK && result->metadata.int4_cache && !iqk_kv_cache_create) {
+    status = iq_rt_fail(IQ_ERROR_FORMAT, "iq_model_metadata: the library declares an int4 KV "
+                                         "cache but does not contain the int4 kernels; recompile "
+                                         "the model with iq-compile");
+  }
   if (status == IQ_OK) {
     status = open_weights(result, weight_file);
   }
