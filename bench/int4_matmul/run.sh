@@ -56,7 +56,7 @@ cc -std=gnu17 -O2 -I"$source_dir/ggml/include" "$bench_dir/ggml_bench.c" -o "$wo
 
 results="$work/results.txt"
 pin=(taskset -c "$cpus")
-# The load average tells how quiet the machine was. Each shape runs every
+# The load average shows how quiet the machine was. Each shape runs every
 # tool back to back, so a change of load between shapes hits all of them,
 # and the limits are measured before, between and after the shapes.
 echo "start: $(uptime)"
