@@ -23,6 +23,8 @@ config.substitutions.append(("%iq-opt", os.path.join(config.iq_tools_dir, "iq-op
 config.substitutions.append(("%iq-compile", os.path.join(config.iq_tools_dir, "iq-compile")))
 config.substitutions.append(("%iq-onnx-dump", os.path.join(config.iq_tools_dir, "iq-onnx-dump")))
 config.substitutions.append(("%iq-unit-tests", os.path.join(config.iq_tools_dir, "iq-unit-tests")))
+config.substitutions.append(("%iq-quant-tests", os.path.join(config.iq_tools_dir, "iq-quant-tests")))
+config.substitutions.append(("%iq-quant-driver", os.path.join(config.iq_tools_dir, "iq-quant-driver")))
 config.substitutions.append(("%iq_src", config.iq_source_dir))
 
 # Python with the onnx package, for scripts that generate test models.
@@ -58,6 +60,9 @@ venv_python = os.path.join(config.iq_source_dir, ".venv", "bin", "python")
 if os.access(venv_python, os.X_OK) and subprocess.run(
         [venv_python, "-c", "import onnxruntime, onnx, numpy"], capture_output=True).returncode == 0:
     config.available_features.add("onnxruntime")
+if os.access(venv_python, os.X_OK) and subprocess.run(
+        [venv_python, "-c", "import numpy"], capture_output=True).returncode == 0:
+    config.available_features.add("numpy")
     if not any(pattern == "%python" for pattern, _ in config.substitutions):
         config.substitutions.append(("%python", venv_python))
 
