@@ -3,9 +3,9 @@
  * of 4-bit per-channel codes (iq-quantize's output) and its input is a
  * 4-bit per-token fake quantization, unsigned and asymmetric. For each one
  * the pass packs the codes into the layout of iqk_weights_pack with the
- * zero points, code sums and scales (iq/int4_model.h), adds the result to
- * the weight store as a u8 tensor named BASE.int4, makes an iq.weight op
- * for it, and names that tensor in the linear's iq.int4_weights attribute.
+ * zero points, code sums and scales (iq/int4_model.h). It adds the result
+ * to the weight store as a u8 tensor named BASE.int4 with an iq.weight op,
+ * and names that tensor in the linear's iq.int4_weights attribute.
  * The fake-quantized float ops stay in place, so the float lowering still
  * works; the lowering runs the linear on the kernels when the attribute is
  * there. Other linears (the o_proj input is quantized per head group) are
