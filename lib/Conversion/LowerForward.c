@@ -103,6 +103,9 @@ static lowered_value_t *find_value(lowering_t *l, MlirValue value) {
 
 static lowered_value_t *add_value(lowering_t *l, MlirValue value, const char *name,
                                   const char *type, bool owned) {
+  /* iq_lower_to_kernel_source sizes the array for every value, so this
+   * growth (which would leave callers' entry pointers dangling) is only a
+   * fallback. */
   if (l->num_values == l->capacity) {
     size_t capacity = l->capacity ? l->capacity * 2 : 256;
     lowered_value_t *grown = realloc(l->values, capacity * sizeof *grown);
@@ -1151,8 +1154,21 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
     return NULL;
   }
 
-  bool ok = emit_prologue(&l, function);
+  /* Lowering functions keep pointers to entries of l.values while they add
+   * results, so the array is sized once for every value the function can
+   * define (block arguments and op results, twice over) and never moves. */
   MlirBlock block = mlirRegionGetFirstBlock(mlirOperationGetRegion(function, 0));
+  size_t defined = (size_t)mlirBlockGetNumArguments(block);
+  for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);
+       op = mlirOperationGetNextInBlock(op))
+    defined += (size_t)mlirOperationGetNumResults(op);
+  l.capacity = 2 * defined + 64;
+  l.values = calloc(l.capacity, sizeof *l.values);
+  if (!l.values) {
+    iq_error_set(error, NULL, NULL, NULL, "out of memory");
+    return NULL;
+  }
+  bool ok = emit_prologue(&l, function);
   ok = ok && plan_int4_cache(&l, block);
 
   /* The index of each op, and for every value the last op reading it. */
