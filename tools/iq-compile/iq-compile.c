@@ -104,8 +104,8 @@ static void print_usage(FILE *stream) {
         "                           weighting off (default 30)\n"
         "  --psot-keep-best on|off  keep, per stage, the matrices with the lowest loss rather\n"
         "                           than the last ones (default on)\n"
-        "  --psot-seed N            seed of the Hadamard start, shuffles and retractions\n"
-        "                           (default 0)\n"
+        "  --seed N                 seed of the random rotations: QuaRot's Hadamard signs, and\n"
+        "                           PSOT's Hadamard start, shuffles and retractions (default 0)\n"
         "  --help                   show this help\n",
         stream);
 }
@@ -244,8 +244,8 @@ static int parse_psot_option(int argc, char **argv, int *i, options_t *o) {
       return usage_error("%s needs on or off", "--psot-keep-best");
     return 0;
   }
-  if (valued_option(argc, argv, i, "--psot-seed", &value)) {
-    status = count_option("--psot-seed", value, &count);
+  if (valued_option(argc, argv, i, "--seed", &value)) {
+    status = count_option("--seed", value, &count);
     psot->seed = (uint64_t)count;
     return status;
   }
@@ -480,9 +480,14 @@ static bool emit_in_child(MlirOperation module, const iq_target_options_t *targe
  * exactly.
  * NOTE: on stories260K, centring (the QuaRot reference does it) measured
  * 2.2 perplexity points worse in float and mixed under quantization. */
-static const char *preparation_pipeline(const options_t *o) {
-  if (strcmp(o->method, "quarot") == 0)
-    return "builtin.module(iq-fuse-norms{centre-embeddings=false},iq-rotate{method=quarot})";
+static const char *preparation_pipeline(const options_t *o, char *buffer, size_t size) {
+  if (strcmp(o->method, "quarot") == 0) {
+    snprintf(buffer, size,
+             "builtin.module(iq-fuse-norms{centre-embeddings=false},"
+             "iq-rotate{method=quarot seed=%llu})",
+             (unsigned long long)o->psot.seed);
+    return buffer;
+  }
   if (strcmp(o->quant, "none") != 0)
     return "builtin.module(iq-fuse-norms{centre-embeddings=false})";
   return NULL;
@@ -720,7 +725,9 @@ static int compile(const options_t *o) {
   /* Quantization: fuse the norms, rotate (QuaRot or InfoQuant), then
    * quantize. The passes keep their new weights in memory until they are
    * written into the library's store. */
-  const char *preparation = infoquant ? NULL : preparation_pipeline(o);
+  char preparation_buffer[256];
+  const char *preparation =
+      infoquant ? NULL : preparation_pipeline(o, preparation_buffer, sizeof preparation_buffer);
   if (ok && infoquant)
     ok = prepare_infoquant(context, root, o, store_path, store_name, &wrote_store, &clock, &error);
   if (ok && preparation) {
