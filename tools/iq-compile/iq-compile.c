@@ -42,6 +42,7 @@ typedef struct options {
   const char *weights;    /* --weights: rtn or gptq */
   const char *kv;         /* --kv: k4v4 or k4v16, for --quant=w4a4kv4 */
   const char *rotations;  /* --rotations, or NULL for OUTPUT.rotations.iqw */
+  const char *use_rotations; /* --use-rotations: learned earlier, skip PSOT */
   iq_psot_options_t psot; /* --block-diag and the --psot-* options */
 } options_t;
 
@@ -96,6 +97,9 @@ static void print_usage(FILE *stream) {
         "learns each layer's rotations from those rows, and iq-rotate folds them in.\n"
         "  --rotations FILE         where to write the learned rotations (default:\n"
         "                           OUTPUT.rotations.iqw; iq-rotate method=infoquant reads it)\n"
+        "  --use-rotations FILE     fold the rotations of an earlier run (its --rotations\n"
+        "                           file, same model and --block-diag) instead of calibrating\n"
+        "                           and running PSOT again\n"
         "  --block-diag N           blocks of the residual rotations (default 2; must divide\n"
         "                           the hidden size)\n"
         "  --psot-epochs N          PSOT passes over the windows per layer (default 4)\n"
@@ -208,6 +212,10 @@ static int parse_psot_option(int argc, char **argv, int *i, options_t *o) {
     if (!value || (strcmp(value, "k4v4") != 0 && strcmp(value, "k4v16") != 0))
       return usage_error("%s needs k4v4 or k4v16", "--kv");
     return 0;
+  }
+  if (valued_option(argc, argv, i, "--use-rotations", &value)) {
+    o->use_rotations = value;
+    return value ? 0 : usage_error("%s needs a rotations file", "--use-rotations");
   }
   if (valued_option(argc, argv, i, "--rotations", &value)) {
     o->rotations = value;
@@ -327,10 +335,12 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
   if (strcmp(o->method, "rtn") != 0 && strcmp(o->method, "quarot") != 0 &&
       strcmp(o->method, "infoquant") != 0)
     return usage_error("invalid --method '%s'; use rtn, quarot or infoquant", o->method);
-  if (strcmp(o->method, "infoquant") == 0 && !o->calibration.text_path)
+  if (strcmp(o->method, "infoquant") == 0 && !o->calibration.text_path && !o->use_rotations)
     return usage_error("--method=%s learns its rotations from activations: give the calibration "
                        "text and the model's tokenizer with --calibration FILE --tokenizer FILE",
                        o->method);
+  if (o->use_rotations && strcmp(o->method, "infoquant") != 0)
+    return usage_error("%s applies to --method=infoquant", "--use-rotations");
   if (strcmp(o->weights, "rtn") != 0 && strcmp(o->weights, "gptq") != 0)
     return usage_error("invalid --weights '%s'; use rtn or gptq", o->weights);
   if (strcmp(o->weights, "gptq") == 0 && !o->calibration.text_path)
@@ -537,8 +547,12 @@ static void stage_done(stage_clock_t *clock, const char *stage) {
   clock->start_s = now;
 }
 
+static bool fold_rotations(MlirContext context, MlirOperation root, const options_t *o,
+                           const char *rotations_path, stage_clock_t *clock, iq_error_t **error);
+
 /* InfoQuant's preparation: fuse the norms, calibrate the float graph with
- * every row of every window, learn the PSOT rotations and fold them in. */
+ * every row of every window, learn the PSOT rotations and fold them in,
+ * or with --use-rotations fold in the rotations of an earlier run. */
 static bool prepare_infoquant(MlirContext context, MlirOperation root, const options_t *o,
                               const char *store_path, const char *store_name, bool *wrote_store,
                               stage_clock_t *clock, iq_error_t **error) {
@@ -548,6 +562,10 @@ static bool prepare_infoquant(MlirContext context, MlirOperation root, const opt
     return false;
 
   char statistics_path[4096], rotations_path[4096];
+  if (o->use_rotations) {
+    snprintf(rotations_path, sizeof rotations_path, "%s", o->use_rotations);
+    return fold_rotations(context, root, o, rotations_path, clock, error);
+  }
   if (o->statistics)
     snprintf(statistics_path, sizeof statistics_path, "%s", o->statistics);
   else
@@ -570,7 +588,13 @@ static bool prepare_infoquant(MlirContext context, MlirOperation root, const opt
     return false;
   fprintf(stderr, "iq-compile: wrote %s\n", rotations_path);
   stage_done(clock, "PSOT");
+  return fold_rotations(context, root, o, rotations_path, clock, error);
+}
 
+/* Runs iq-rotate method=infoquant with the rotations at `rotations_path`. */
+static bool fold_rotations(MlirContext context, MlirOperation root, const options_t *o,
+                           const char *rotations_path, stage_clock_t *clock,
+                           iq_error_t **error) {
   char quoted[4200], pipeline[4600];
   if (!quote_path(rotations_path, quoted, sizeof quoted, error))
     return false;
