@@ -15,6 +15,8 @@
 #   PSOT_ARGS (""): extra iq-compile options for InfoQuant, e.g.
 #     "--psot-epochs 8 --psot-lr 0.1"
 #   THREADS (1): iq-run worker threads
+#   CAL_BUDGET (2048): calibration memory budget in MiB
+#   IQ_BIN (build/bin): folder of iq-compile and iq-run
 # Prints a Markdown table of perplexities, the share of the float-QuaRot
 # gap that InfoQuant closes, and the time of every step.
 set -euo pipefail
@@ -29,14 +31,15 @@ out_dir="${4:-$(mktemp -d)}"
 context="${CONTEXT:-512}" windows="${WINDOWS:-8}"
 cal_windows="${CAL_WINDOWS:-16}" cal_length="${CAL_LENGTH:-512}"
 seeds="${SEEDS:-0}" weights="${WEIGHTS:-rtn}" psot_args="${PSOT_ARGS:-}" threads="${THREADS:-1}"
-bin="$root_dir/build/bin"
+bin="${IQ_BIN:-$root_dir/build/bin}"
 mkdir -p "$out_dir"
 
 # iq-run scores at most WINDOWS * CONTEXT tokens from the start of the text
 # (docs/calibration.md), so calibration skips that many.
 skip=$((windows * context))
 calibration=(--calibration "$text" --tokenizer "$tokenizer" --calibration-windows "$cal_windows"
-             --calibration-length "$cal_length" --calibration-skip "$skip")
+             --calibration-length "$cal_length" --calibration-skip "$skip"
+             --calibration-budget "${CAL_BUDGET:-2048}")
 timings="$out_dir/timings.md"
 printf '| step | seconds |\n| --- | --- |\n' > "$timings"
 
