@@ -1,7 +1,7 @@
 /* iq-psot: learns InfoQuant's per-layer rotations (PSOT, see iq/quant.h)
  * from the activations of a statistics file and writes them as the
  * rotations store that iq-rotate method=infoquant reads. The IR is left
- * unchanged; the module only supplies the model's sizes (iq.config).
+ * unchanged, and the module only supplies the model's sizes (iq.config).
  *
  * The statistics must have been recorded on the norm-fused float graph
  * with every row of every window sampled, because iq_psot_layer takes
@@ -52,8 +52,8 @@ static bool read_sizes(MlirOperation module, model_sizes_t *sizes, iq_error_t **
   return true;
 }
 
-/* Finds (layer, point) and checks that it holds every row of every window
- * in token order, with `channels` channels. */
+/* Finds (layer, point) and checks that it contains every row of every
+ * window and has `channels` channels. */
 static bool find_rows(const iq_statistics_t *statistics, const char *path, uint32_t layer,
                       iq_observe_point_t point, int64_t channels, iq_statistics_point_t *out,
                       iq_error_t **error) {
