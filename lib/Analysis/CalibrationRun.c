@@ -339,9 +339,17 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
   for (uint64_t w = 0; ok && w < windows; ++w)
     memcpy(window_tokens + w * length, tokens + window_starts[w], length * sizeof *window_tokens);
 
-  /* The budget bounds the accumulators plus the window's scratch copy. */
+  /* The budget bounds the accumulators, the window's scratch copy and a
+   * reserve for the buffers the forward pass allocates while observers
+   * run: four hidden-wide, three FFN-wide and two attention-wide
+   * activations of the window. NOTE: the reserve is an estimate that
+   * covers malloc's varying reuse of those buffers in the tests; the
+   * measured growth is logged so a run can be checked. */
   uint64_t budget = (uint64_t)o->budget_mib << 20;
-  uint64_t scratch_bytes = length * max_channels * sizeof(double);
+  uint64_t forward_reserve =
+      length * sizeof(float) *
+      (uint64_t)(4 * model->hidden + 3 * model->ffn + 2 * model->heads * model->head_dim);
+  uint64_t scratch_bytes = length * max_channels * sizeof(double) + forward_reserve;
   uint32_t too_large = 0, passes = 0;
   if (ok) {
     passes = budget > scratch_bytes ? plan_groups(&r, budget - scratch_bytes, group_ends, &too_large)
@@ -349,8 +357,8 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
     if (passes == 0)
       ok = iq_error_set(error, NULL, "budget-mib",
                         "raise the budget, or lower sample-rows or the window count",
-                        "a budget of %lld MiB cannot hold the statistics of layer %u (%.1f MiB "
-                        "with %.1f MiB of scratch)",
+                        "a budget of %lld MiB cannot hold the statistics of layer %u (%.1f MiB, "
+                        "plus %.1f MiB of scratch and forward buffers)",
                         (long long)o->budget_mib, too_large,
                         (double)unit_bytes(&r, too_large) / MIB, (double)scratch_bytes / MIB);
   }
@@ -368,10 +376,12 @@ bool iq_calibration_run(const iq_calibration_library_t *lib, const iq_calibratio
   }
 
   /* A first window without observers maps the weights and sizes the
-   * buffers, so the memory measured afterwards is the statistics'. */
-  ok = ok && forward_window(&r, session, tokens + window_starts[0], logits, error);
-  long long baseline_kib = status_kib("VmRSS");
+   * buffers. Its peak resident size is the baseline, so the growth
+   * measured afterwards is the statistics' and not the forward pass's. */
   bool peak_reset = ok && reset_peak_rss();
+  ok = ok && forward_window(&r, session, tokens + window_starts[0], logits, error);
+  long long baseline_kib = status_kib("VmHWM");
+  peak_reset = peak_reset && ok && reset_peak_rss();
 
   iq_statistics_info_t info = {.layers = (uint32_t)model->layers, .windows = (uint32_t)windows,
                                .window_length = (uint32_t)length, .seed = o->seed,
