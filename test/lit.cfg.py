@@ -49,7 +49,7 @@ if qemu and cross_cc and os.path.isdir("/usr/aarch64-linux-gnu"):
     config.substitutions.append(("%qemu-aarch64", qemu + " -L /usr/aarch64-linux-gnu"))
 
 # Linker arguments for a test program that calls iq_quant (iq/quant.h) as
-# its reference; the sanitizer build compiled those archives with the
+# its reference. The sanitizer build compiled those archives with the
 # sanitizers, so the program links their runtimes too.
 quant_link = " ".join([os.path.join(config.iq_build_dir, "lib", "libiq_quant.a"),
                        os.path.join(config.iq_build_dir, "lib", "libiq_support.a"),

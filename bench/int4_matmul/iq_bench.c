@@ -183,7 +183,11 @@ static double run_limit(int threads, int kind, const uint8_t *buffer, size_t siz
   double times[16];
   limit_task_t tasks[64];
   pthread_t ids[64];
-  void *(*worker)(void *) = kind == 0 ? read_worker : kind == 1 ? maddubs_worker : dpbusd_worker;
+  void *(*worker)(void *) = read_worker;
+  if (kind == 1)
+    worker = maddubs_worker;
+  else if (kind == 2)
+    worker = dpbusd_worker;
   for (int r = 0; r < repeats; ++r) {
     double start = now();
     for (int t = 0; t < threads; ++t) {

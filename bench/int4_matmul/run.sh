@@ -54,23 +54,26 @@ fi
 cc -std=gnu17 -O2 -I"$source_dir/ggml/include" "$bench_dir/ggml_bench.c" -o "$work/ggml_bench" \
   -L"$ggml_lib" -lggml -lggml-base -lggml-cpu -Wl,-rpath,"$ggml_lib"
 
-arguments=()
-for m in 1 512; do
-  for ((i = 0; i < ${#shapes[@]}; i += 2)); do
-    arguments+=("$m" "${shapes[i]}" "${shapes[i + 1]}")
-  done
-done
-
 results="$work/results.txt"
 pin=(taskset -c "$cpus")
+# The load average shows how quiet the machine was. Each shape runs every
+# tool back to back, so a change of load between shapes hits all of them,
+# and the limits are measured before, between and after the shapes.
+echo "start: $(uptime)"
 {
   "${pin[@]}" "$work/iq_bench" "$threads"
-  "${pin[@]}" "$work/iq_bench" "$threads" "${arguments[@]}"
-  IQ_KERNEL=avx2 "${pin[@]}" "$work/iq_bench" "$threads" "${arguments[@]}"
-  "${pin[@]}" "$python" "$bench_dir/ort_bench.py" "$threads" 4 "${arguments[@]}"
-  "${pin[@]}" "$python" "$bench_dir/ort_bench.py" "$threads" 0 "${arguments[@]}"
-  "${pin[@]}" "$work/ggml_bench" "$threads" "${arguments[@]}"
-  "${pin[@]}" "$work/iq_bench" "$threads"
+  for m in 1 512; do
+    for ((i = 0; i < ${#shapes[@]}; i += 2)); do
+      shape=("$m" "${shapes[i]}" "${shapes[i + 1]}")
+      "${pin[@]}" "$work/iq_bench" "$threads" "${shape[@]}"
+      IQ_KERNEL=avx2 "${pin[@]}" "$work/iq_bench" "$threads" "${shape[@]}"
+      "${pin[@]}" "$python" "$bench_dir/ort_bench.py" "$threads" 4 "${shape[@]}"
+      "${pin[@]}" "$python" "$bench_dir/ort_bench.py" "$threads" 0 "${shape[@]}"
+      "${pin[@]}" "$work/ggml_bench" "$threads" "${shape[@]}"
+    done
+    "${pin[@]}" "$work/iq_bench" "$threads"
+  done
 } | tee "$results"
+echo "end: $(uptime)"
 echo
 "$python" "$bench_dir/report.py" "$results"

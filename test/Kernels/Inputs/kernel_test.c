@@ -74,8 +74,12 @@ static void fill_rows(fill_t fill, int64_t rows, int64_t k, uint8_t *codes, uint
       zero[r] = 15;
     /* Scales of 1 make y the exact integer sum; others are powers of two
      * and random values. */
-    int kind = (int)(r % 3);
-    scale[r] = kind == 0 ? 1.0f : kind == 1 ? 0.0078125f : (float)(next_random() % 1000 + 1) / 997.0f;
+    if (r % 3 == 0)
+      scale[r] = 1.0f;
+    else if (r % 3 == 1)
+      scale[r] = 0.0078125f;
+    else
+      scale[r] = (float)(next_random() % 1000 + 1) / 997.0f;
   }
 }
 
