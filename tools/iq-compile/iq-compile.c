@@ -42,7 +42,7 @@ typedef struct options {
   const char *weights;    /* --weights: rtn or gptq */
   const char *kv;         /* --kv: k4v4 or k4v16, for --quant=w4a4kv4 */
   const char *rotations;  /* --rotations, or NULL for OUTPUT.rotations.iqw */
-  const char *use_rotations; /* --use-rotations: learned earlier, skip PSOT */
+  const char *use_rotations; /* --use-rotations: rotations of an earlier run; no PSOT */
   iq_psot_options_t psot; /* --block-diag and the --psot-* options */
 } options_t;
 
@@ -91,6 +91,9 @@ static void print_usage(FILE *stream) {
         "  --calibration-skip N     tokens at the start of the text no window uses (default 0)\n"
         "  --calibration-seed N     seed of the window and sample choice (default 0)\n"
         "  --max-context N          the model's context; longer windows are rejected\n"
+        "  --seed N                 seed of the random rotations: QuaRot's Hadamard signs, and\n"
+        "                           PSOT's Hadamard start, shuffles and retractions (default 0)\n"
+        "  --help                   show this help\n"
         "\n"
         "InfoQuant (--method=infoquant, needs --calibration): the norm-fused float graph is\n"
         "calibrated keeping every row of every window (--calibration-rows is ignored), PSOT\n"
@@ -107,10 +110,7 @@ static void print_usage(FILE *stream) {
         "  --psot-aug-token X       weight of outlier tokens in the PSOT cost; 1 turns token\n"
         "                           weighting off (default 30)\n"
         "  --psot-keep-best on|off  keep, per stage, the matrices with the lowest loss rather\n"
-        "                           than the last ones (default on)\n"
-        "  --seed N                 seed of the random rotations: QuaRot's Hadamard signs, and\n"
-        "                           PSOT's Hadamard start, shuffles and retractions (default 0)\n"
-        "  --help                   show this help\n",
+        "                           than the last ones (default on)\n",
         stream);
 }
 
@@ -757,6 +757,8 @@ static int compile(const options_t *o) {
   if (ok && preparation) {
     iq_log(IQ_LOG_INFO, "preparation pipeline: %s", preparation);
     ok = run_pipeline(context, root, preparation, &error) && iq_verify(root);
+    if (ok)
+      stage_done(&clock, "norm fusion and rotation");
   }
   if (ok && strcmp(o->quant, "none") != 0)
     ok = quantize_graph(context, root, o, store_path, store_name, staging, &wrote_store, &clock,
