@@ -42,7 +42,7 @@ typedef struct options {
   const char *weights;    /* --weights: rtn or gptq */
   const char *kv;         /* --kv: k4v4 or k4v16, for --quant=w4a4kv4 */
   const char *rotations;  /* --rotations, or NULL for OUTPUT.rotations.iqw */
-  const char *use_rotations; /* --use-rotations: rotations of an earlier run; no PSOT */
+  const char *use_rotations; /* --use-rotations: rotations of an earlier run, so no PSOT */
   iq_psot_options_t psot; /* --block-diag and the --psot-* options */
 } options_t;
 
