@@ -17,6 +17,9 @@
  *   weight INDEX NAME DTYPE TRANSPOSED RANK DIM...
  *   end
  *
+ * The cache record is "cache f32" or "cache int4". With int4, slots
+ * 6 + 2l hold an iqk_kv_cache_t * of iq_kernels.h for layer l (capacity C
+ * positions) and slots 7 + 2l are 0; the library links the int4 kernels.
  * DTYPE is an iq_dtype_t name of weight_store.h ("f32", "f16", ...);
  * TRANSPOSED is 0 or 1; weight INDEX counts from 0 in slot order.
  *

@@ -116,6 +116,7 @@ extern const iq_pass_info_t iq_calibrate_pass;
 extern const iq_pass_info_t iq_canonicalize_pass;
 extern const iq_pass_info_t iq_fuse_norms_pass;
 extern const iq_pass_info_t iq_insert_observers_pass;
+extern const iq_pass_info_t iq_pack_int4_pass;
 extern const iq_pass_info_t iq_psot_pass;
 extern const iq_pass_info_t iq_quantize_pass;
 extern const iq_pass_info_t iq_raise_llama_pass;

@@ -45,6 +45,15 @@ bool iq_target_emit(MlirOperation module, const iq_target_options_t *options,
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
                            bool openmp, const char *output, iq_error_t **error);
 
+/* Links like iq_target_link_shared and adds the int4 kernels: the
+ * target's libiq_int4_kernels.a (the generated kernels of every
+ * instruction set) and libiq_kernels_rt.a (selection at load, packing,
+ * threads, iq_int4_linear), both found beside the running program, and
+ * pthreads. */
+bool iq_target_link_shared_int4(const char *target, const char *object,
+                                const char *runtime_archive, bool openmp, const char *output,
+                                iq_error_t **error);
+
 /* Writes the path of the runtime archive for `target` beside the running
  * program (lib/<processor>/libiq_runtime.a next to its bin/ folder) into
  * `out`. Returns false when that file is not readable. */

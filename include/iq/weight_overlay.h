@@ -45,6 +45,12 @@ void iq_overlay_reset(void);
 bool iq_overlay_read(MlirOperation module, const char *name, bool transposed, int64_t rows,
                      int64_t cols, double *values, iq_error_t **error);
 
+/* Finds the tensor `name` in the overlay or else in the module's store and
+ * returns its type and raw bytes (weight-store conventions) without a
+ * copy. The bytes stay valid until the overlay changes or is reset. */
+bool iq_overlay_read_bytes(MlirOperation module, const char *name, iq_dtype_t *dtype,
+                           const uint8_t **data, uint64_t *byte_size, iq_error_t **error);
+
 /* Writes a store at `path` holding every tensor that an iq.weight op of
  * `module` names (overlay tensors first, then the module's current store),
  * sets the module's `iq.weight_store` to `reference` and clears the

@@ -232,6 +232,28 @@ bool iq_overlay_read(MlirOperation module, const char *name, bool transposed, in
   return true;
 }
 
+bool iq_overlay_read_bytes(MlirOperation module, const char *name, iq_dtype_t *dtype,
+                           const uint8_t **data, uint64_t *byte_size, iq_error_t **error) {
+  overlay_tensor_t *own = find_tensor(name);
+  if (own) {
+    *dtype = own->dtype;
+    *data = own->data;
+    *byte_size = own->byte_size;
+    return true;
+  }
+  iq_weight_store_t *store = open_module_store(module, error);
+  if (!store)
+    return false;
+  const iq_weight_tensor_t *tensor = iq_weight_store_find(store, name);
+  if (!tensor)
+    return iq_error_set(error, cached_path, name, "check that the IR and its .iqw belong together",
+                        "the weight store has no tensor of this name");
+  *dtype = tensor->dtype;
+  *data = tensor->data;
+  *byte_size = tensor->byte_size;
+  return true;
+}
+
 /* ---- Writing the merged store ------------------------------------------- */
 
 typedef struct name_list {

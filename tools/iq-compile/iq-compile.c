@@ -44,6 +44,7 @@ typedef struct options {
   const char *rotations;  /* --rotations, or NULL for OUTPUT.rotations.iqw */
   const char *use_rotations; /* --use-rotations: rotations of an earlier run, so no PSOT */
   iq_psot_options_t psot; /* --block-diag and the --psot-* options */
+  const char *kernels;    /* --kernels: "int4", "float", or NULL for the default */
 } options_t;
 
 static void print_usage(FILE *stream) {
@@ -70,6 +71,9 @@ static void print_usage(FILE *stream) {
         "  --weights=QUANTIZER      rtn (round to nearest with MSE clip search; default) or\n"
         "                           gptq (needs --calibration: a second calibration run on the\n"
         "                           rotated float graph records the x^T x GPTQ uses)\n"
+        "  --kernels=KIND           int4 (default for w4a4kv4): linears with 4-bit weights and\n"
+        "                           per-token 4-bit inputs run on the generated int4 kernels;\n"
+        "                           float: every op runs on float32 kernels (fake quantization)\n"
         "  --emit=STAGE             stop after a stage: mlir (kernel-level MLIR), llvm (LLVM IR),\n"
         "                           asm (assembly) or obj (object file); the weights of an ONNX\n"
         "                           input are still written beside the output (OUTPUT.iqw)\n"
@@ -286,6 +290,8 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
       o->features = arg + 11;
     } else if (strncmp(arg, "--quant=", 8) == 0) {
       o->quant = arg + 8;
+    } else if (strncmp(arg, "--kernels=", 10) == 0) {
+      o->kernels = arg + 10;
     } else if (strncmp(arg, "--method=", 9) == 0) {
       o->method = arg + 9;
     } else if (strcmp(arg, "--graph") == 0) {
@@ -332,6 +338,14 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
   if (strcmp(o->quant, "none") != 0 && strcmp(o->quant, "w4a16") != 0 &&
       strcmp(o->quant, "w4a4kv4") != 0)
     return usage_error("invalid --quant '%s'; use none, w4a16 or w4a4kv4", o->quant);
+  if (o->kernels && strcmp(o->kernels, "int4") != 0 && strcmp(o->kernels, "float") != 0)
+    return usage_error("invalid --kernels '%s'; use int4 or float", o->kernels);
+  if (o->kernels && strcmp(o->kernels, "int4") == 0 && strcmp(o->quant, "w4a16") == 0)
+    return usage_error("--kernels=int4 needs 4-bit inputs: use --quant=w4a4kv4, or --quant=none "
+                       "for an MLIR input that iq-quantize already quantized (not %s)",
+                       o->quant);
+  if (o->kernels && strcmp(o->kernels, "int4") == 0 && o->graph)
+    return usage_error("%s", "--kernels=int4 applies to LLaMA models, not to --graph");
   if (strcmp(o->method, "rtn") != 0 && strcmp(o->method, "quarot") != 0 &&
       strcmp(o->method, "infoquant") != 0)
     return usage_error("invalid --method '%s'; use rtn, quarot or infoquant", o->method);
@@ -648,6 +662,14 @@ static bool quantize_graph(MlirContext context, MlirOperation root, const option
   return ok;
 }
 
+/* Whether marked linears run on the int4 kernels: --kernels, by default
+ * for w4a4kv4. */
+static bool int4_kernels(const options_t *o) {
+  if (o->kernels)
+    return strcmp(o->kernels, "int4") == 0;
+  return strcmp(o->quant, "w4a4kv4") == 0;
+}
+
 static int compile(const options_t *o) {
   iq_error_t *error = NULL;
   char store_final[4096];
@@ -763,6 +785,12 @@ static int compile(const options_t *o) {
   if (ok && strcmp(o->quant, "none") != 0)
     ok = quantize_graph(context, root, o, store_path, store_name, staging, &wrote_store, &clock,
                         &error);
+  /* The int4 path packs the weights of the W4A4 linears, which an MLIR
+   * input may already contain without --quant. */
+  if (ok && !o->graph && int4_kernels(o)) {
+    iq_log(IQ_LOG_INFO, "packing the int4 weights");
+    ok = run_pipeline(context, root, "builtin.module(iq-pack-int4)", &error) && iq_verify(root);
+  }
   if (ok && iq_overlay_pending()) {
     ok = iq_overlay_write_store(root, store_path, store_name, &error);
     wrote_store = wrote_store || ok;
@@ -775,7 +803,7 @@ static int compile(const options_t *o) {
     /* LLVM's OpenMP runtime is installed for the host only, so AArch64
      * libraries keep single-threaded kernels. */
     iq_lowering_options_t lowering = {.target = o->target, .quantization = o->quant,
-                                      .threads = o->threads};
+                                      .threads = o->threads, .int4_kernels = int4_kernels(o)};
     if (strncmp(o->target, "x86_64", 6) != 0 && lowering.threads != IQ_THREADS_OFF) {
       iq_log(IQ_LOG_WARNING, "--threads applies to x86-64 only (no OpenMP runtime is installed "
                              "for %s); compiling single-threaded kernels", o->target);
@@ -792,6 +820,7 @@ static int compile(const options_t *o) {
   }
   MlirModule lowered = {NULL};
   bool uses_openmp = source && strstr(source, "scf.parallel") != NULL;
+  bool uses_int4 = source && strstr(source, "@iq_int4_linear") != NULL;
   if (ok && !emitted_source) {
     lowered = mlirModuleCreateParse(context, mlirStringRefCreateFromCString(source));
     ok = !mlirModuleIsNull(lowered) ||
@@ -838,8 +867,12 @@ static int compile(const options_t *o) {
                           "build it (cmake --build build) or pass --runtime=FILE",
                           "the runtime archive for %s was not found beside iq-compile",
                           o->target);
-      ok = ok && iq_target_link_shared(o->target, object_path, runtime, uses_openmp,
-                                       staged_output, &error);
+      if (uses_int4)
+        ok = ok && iq_target_link_shared_int4(o->target, object_path, runtime, uses_openmp,
+                                              staged_output, &error);
+      else
+        ok = ok && iq_target_link_shared(o->target, object_path, runtime, uses_openmp,
+                                         staged_output, &error);
     }
     if (host_cpu)
       LLVMDisposeMessage(host_cpu);
