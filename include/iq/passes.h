@@ -111,8 +111,10 @@ bool iq_pipeline_add(MlirPassManager pm, const char *pipeline, iq_error_t **erro
 
 /* ---- Passes ------------------------------------------------------------- */
 
+extern const iq_pass_info_t iq_calibrate_pass;
 extern const iq_pass_info_t iq_canonicalize_pass;
 extern const iq_pass_info_t iq_fuse_norms_pass;
+extern const iq_pass_info_t iq_insert_observers_pass;
 extern const iq_pass_info_t iq_quantize_pass;
 extern const iq_pass_info_t iq_raise_llama_pass;
 extern const iq_pass_info_t iq_rotate_pass;

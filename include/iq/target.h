@@ -5,6 +5,7 @@
 #define IQ_TARGET_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "mlir-c/IR.h"
 
@@ -43,6 +44,22 @@ bool iq_target_emit(MlirOperation module, const iq_target_options_t *options,
  * loops calls. */
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
                            bool openmp, const char *output, iq_error_t **error);
+
+/* Writes the path of the runtime archive for `target` beside the running
+ * program (lib/<processor>/libiq_runtime.a next to its bin/ folder) into
+ * `out`. Returns false when that file is not readable. */
+bool iq_target_default_runtime(const char *target, char *out, size_t size);
+
+/* The iq target name of the machine running this code. */
+const char *iq_target_host(void);
+
+/* Builds the shared library `output` for the host CPU from kernel-level
+ * MLIR `source` (iq_lower_to_kernel_source's output): parses it in
+ * `context`, runs `pipeline` (iq_llvm_lowering_pipeline), emits an object
+ * into `folder` and links it with the default runtime archive. Runs in a
+ * child process, so the caller's memory and state are left as they were. */
+bool iq_target_build_host_library(MlirContext context, const char *source, const char *pipeline,
+                                  const char *folder, const char *output, iq_error_t **error);
 
 #ifdef __cplusplus
 }

@@ -58,6 +58,7 @@ typedef struct lowering {
   iq_error_t **error;
   const char *source;
   int threads; /* an IQ_THREADS_ value */
+  bool observe_declared; /* @iq_runtime_observe is declared in globals */
 } lowering_t;
 
 /* The smallest weight matrix (in * out) whose linear kernel runs on
@@ -477,6 +478,50 @@ static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequa
   return y && call(l, kernel, 5, (lowered_value_t *const[]){x, c, s, z, y});
 }
 
+/* An observer becomes a call of iq_runtime_observe (iq_compiled.h) with
+ * the buffer's address, its row count (the tokens of this call) and its
+ * channel count. Buffers come from memref.alloc, so they are contiguous
+ * and start at their aligned pointer. */
+static bool lower_observe(lowering_t *l, MlirOperation op) {
+  int64_t layer = mlirIntegerAttrGetValueInt(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("layer")));
+  MlirStringRef point = mlirStringAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("point")));
+  static const char point_names[IQ_OBSERVE_POINT_COUNT] = {'X', 'P', 'V', 'M', 'Z', 'H'};
+  int point_index = -1;
+  for (int i = 0; i < IQ_OBSERVE_POINT_COUNT; ++i)
+    if (point.length == 1 && point.data[0] == point_names[i])
+      point_index = i;
+  int64_t channels = last_dim(mlirOperationGetOperand(op, 0));
+  if (point_index < 0 || layer < 0 || layer > IQ_OBSERVE_MAX_LAYER || channels < 1)
+    return lower_fail(l, op, "invalid observer: run iq-verify on the module");
+  lowered_value_t *x = operand(l, op, 0);
+  if (!x)
+    return false;
+
+  if (!l->observe_declared) {
+    iq_text_printf(&l->globals,
+                   "  func.func private @iq_runtime_observe(i64, !llvm.ptr, i64, i64)\n");
+    l->observe_declared = true;
+  }
+  iq_text_t *t = &l->body;
+  int id = l->next_id++;
+  iq_text_printf(t, "    %%observe%d_index = memref.extract_aligned_pointer_as_index %s : %s -> index\n",
+                 id, x->name, x->type);
+  iq_text_printf(t, "    %%observe%d_bits = arith.index_cast %%observe%d_index : index to i64\n", id,
+                 id);
+  iq_text_printf(t, "    %%observe%d_data = llvm.inttoptr %%observe%d_bits : i64 to !llvm.ptr\n",
+                 id, id);
+  iq_text_printf(t, "    %%observe%d_id = arith.constant %llu : i64\n", id,
+                 (unsigned long long)IQ_OBSERVE_ID(layer, point_index));
+  iq_text_printf(t, "    %%observe%d_columns = arith.constant %lld : i64\n", id,
+                 (long long)channels);
+  iq_text_printf(t, "    func.call @iq_runtime_observe(%%observe%d_id, %%observe%d_data, %%tokens_i64, "
+                    "%%observe%d_columns) : (i64, !llvm.ptr, i64, i64) -> ()\n",
+                 id, id, id);
+  return true;
+}
+
 static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
   char kernel[IQ_KERNEL_NAME_SIZE];
   MlirValue result = mlirOperationGetNumResults(op) > 0 ? mlirOperationGetResult(op, 0)
@@ -491,6 +536,8 @@ static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
     return lower_quantize(l, op);
   if (iq_op_is(op, "dequantize"))
     return lower_dequantize(l, op);
+  if (iq_op_is(op, "observe"))
+    return lower_observe(l, op);
 
   MlirStringRef name = mlirIdentifierStr(mlirOperationGetName(op));
   if (name.length == 14 && memcmp(name.data, "arith.constant", 14) == 0)

@@ -12,8 +12,10 @@
 
 /* Sorted by name, so --help lists them in order. */
 static const iq_pass_info_t *const registered_passes[] = {
+    &iq_calibrate_pass,
     &iq_canonicalize_pass,
     &iq_fuse_norms_pass,
+    &iq_insert_observers_pass,
     &iq_quantize_pass,
     &iq_raise_llama_pass,
     &iq_rotate_pass,

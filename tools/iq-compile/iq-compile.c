@@ -15,6 +15,7 @@
 #include "mlir-c/Pass.h"
 #include "mlir-c/RegisterEverything.h"
 
+#include "iq/calibration.h"
 #include "iq/conversion.h"
 #include "iq/ir.h"
 #include "iq/onnx.h"
@@ -33,6 +34,10 @@ typedef struct options {
   emit_stage_t emit;
   bool graph; /* --graph: a generic graph, lowered op by op without raising */
   int threads; /* an IQ_THREADS_ value of conversion.h */
+  /* --calibration: text to record activation statistics on, with the
+   * tokenizer and run options; NULL text_path when not calibrating. */
+  iq_calibration_options_t calibration;
+  const char *statistics; /* --statistics, or NULL for OUTPUT.iqs */
 } options_t;
 
 static void print_usage(FILE *stream) {
@@ -61,6 +66,19 @@ static void print_usage(FILE *stream) {
         "                           OpenMP threads on x86-64) or on (every linear kernel)\n"
         "  --graph                  compile any ONNX graph with static shapes op by op, to\n"
         "                           iq_graph_forward(slots) instead of the LLaMA interface\n"
+        "  --calibration FILE       record activation statistics on this text (the model runs\n"
+        "                           on the host) and write them to OUTPUT.iqs; needs --tokenizer\n"
+        "  --tokenizer FILE         the model's tokenizer: llama2.c tokenizer.bin, GGUF or\n"
+        "                           tokenizer.json\n"
+        "  --statistics FILE        where to write the statistics (default: OUTPUT.iqs)\n"
+        "  --calibration-windows N  number of windows (default 16)\n"
+        "  --calibration-length N   tokens per window (default 512)\n"
+        "  --calibration-rows N     activation rows sampled per layer and point (default 2048)\n"
+        "  --calibration-budget MIB memory for the statistics accumulators (default 2048);\n"
+        "                           layers that do not fit are recorded in further passes\n"
+        "  --calibration-skip N     tokens at the start of the text no window uses (default 0)\n"
+        "  --calibration-seed N     seed of the window and sample choice (default 0)\n"
+        "  --max-context N          the model's context; longer windows are rejected\n"
         "  --help                   show this help\n",
         stream);
 }
@@ -72,9 +90,79 @@ static int usage_error(const char *format, const char *argument) {
   return EXIT_USAGE;
 }
 
+/* Matches "--name VALUE" or "--name=VALUE", storing VALUE (NULL when it
+ * is missing) and advancing *i past a separate value. */
+static bool valued_option(int argc, char **argv, int *i, const char *name, const char **value) {
+  size_t length = strlen(name);
+  const char *arg = argv[*i];
+  if (strncmp(arg, name, length) != 0 || (arg[length] != '\0' && arg[length] != '='))
+    return false;
+  if (arg[length] == '=')
+    *value = arg + length + 1;
+  else
+    *value = *i + 1 < argc ? argv[++*i] : NULL;
+  return true;
+}
+
+/* Parses a non-negative integer option value into *out. */
+static int count_option(const char *name, const char *text, int64_t *out) {
+  char *end = NULL;
+  errno = 0;
+  long long value = text ? strtoll(text, &end, 10) : -1;
+  if (!text || errno != 0 || end == text || *end != '\0' || value < 0)
+    return usage_error("%s needs a non-negative integer", name);
+  *out = value;
+  return 0;
+}
+
+/* Parses the calibration options at argv[*i]. Returns 1 when argv[*i] is
+ * none of them, 0 when it was parsed, or the exit code of a usage error. */
+static int parse_calibration_option(int argc, char **argv, int *i, options_t *o) {
+  const char *value = NULL;
+  iq_calibration_options_t *c = &o->calibration;
+  int64_t seed = 0;
+  int status = 0;
+  if (valued_option(argc, argv, i, "--calibration", &value)) {
+    c->text_path = value;
+    return value ? 0 : usage_error("%s needs a text file", "--calibration");
+  }
+  if (valued_option(argc, argv, i, "--tokenizer", &value)) {
+    c->tokenizer_path = value;
+    return value ? 0 : usage_error("%s needs a tokenizer file", "--tokenizer");
+  }
+  if (valued_option(argc, argv, i, "--statistics", &value)) {
+    o->statistics = value;
+    return value ? 0 : usage_error("%s needs a file name", "--statistics");
+  }
+  if (valued_option(argc, argv, i, "--calibration-windows", &value))
+    return count_option("--calibration-windows", value, &c->windows);
+  if (valued_option(argc, argv, i, "--calibration-length", &value))
+    return count_option("--calibration-length", value, &c->window_length);
+  if (valued_option(argc, argv, i, "--calibration-rows", &value))
+    return count_option("--calibration-rows", value, &c->sample_rows);
+  if (valued_option(argc, argv, i, "--calibration-budget", &value))
+    return count_option("--calibration-budget", value, &c->budget_mib);
+  if (valued_option(argc, argv, i, "--calibration-skip", &value))
+    return count_option("--calibration-skip", value, &c->skip_tokens);
+  if (valued_option(argc, argv, i, "--max-context", &value))
+    return count_option("--max-context", value, &c->max_context);
+  if (valued_option(argc, argv, i, "--calibration-seed", &value)) {
+    status = count_option("--calibration-seed", value, &seed);
+    c->seed = (uint64_t)seed;
+    return status;
+  }
+  return 1;
+}
+
 static int parse_arguments(int argc, char **argv, options_t *o) {
   for (int i = 1; i < argc; ++i) {
     const char *arg = argv[i];
+    int calibration_status = parse_calibration_option(argc, argv, &i, o);
+    if (calibration_status != 1) {
+      if (calibration_status != 0)
+        return calibration_status;
+      continue;
+    }
     if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
       print_usage(stdout);
       return -1;
@@ -145,6 +233,11 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
     return usage_error("invalid --method '%s'; use rtn, quarot or infoquant", o->method);
   if (o->graph && (strcmp(o->quant, "none") != 0 || strcmp(o->method, "rtn") != 0))
     return usage_error("%s compiles float32 graphs only (--quant=none --method=rtn)", "--graph");
+  if (!o->calibration.text_path != !o->calibration.tokenizer_path)
+    return usage_error("%s", "--calibration and --tokenizer go together: calibration tokenizes "
+                             "the text with the model's tokenizer");
+  if (o->calibration.text_path && o->graph)
+    return usage_error("%s", "--calibration applies to LLaMA models, not to --graph");
   return 0;
 }
 
@@ -235,23 +328,6 @@ static bool copy_store(MlirOperation module, const char *input, const char *dest
   iq_mapped_file_close(file);
   *copied = ok;
   return ok;
-}
-
-/* The default runtime archive: lib/<processor>/libiq_runtime.a next to
- * the folder of this executable (build/bin -> build/lib). */
-static bool default_runtime(const char *target, char *out, size_t size) {
-  char self[4096];
-  ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
-  if (length <= 0)
-    return false;
-  self[length] = '\0';
-  char *slash = strrchr(self, '/');
-  if (!slash)
-    return false;
-  *slash = '\0';
-  const char *processor = strncmp(target, "aarch64", 7) == 0 ? "aarch64" : "x86_64";
-  int written = snprintf(out, size, "%.3900s/../lib/%s/libiq_runtime.a", self, processor);
-  return written > 0 && (size_t)written < size && access(out, R_OK) == 0;
 }
 
 /* Emits code in a child process. LLVM reports some invalid options (an
@@ -386,9 +462,23 @@ static int compile(const options_t *o) {
   }
   ok = ok && iq_verify(root);
 
-  /* Quantization: fuse the norms, rotate for QuaRot, then quantize. The
-   * passes keep their new weights in memory until they are written into
-   * the library's store. */
+  /* 2b. Record activation statistics on the calibration text. */
+  char statistics_path[4096];
+  if (ok && o->calibration.text_path) {
+    if (o->statistics)
+      snprintf(statistics_path, sizeof statistics_path, "%s", o->statistics);
+    else
+      replace_extension(o->output, ".iqs", statistics_path, sizeof statistics_path);
+    iq_calibration_options_t calibration = o->calibration;
+    calibration.output_path = statistics_path;
+    ok = iq_calibrate(root, &calibration, &error);
+    if (ok)
+      fprintf(stderr, "iq-compile: wrote %s\n", statistics_path);
+  }
+
+  /* 2c. Quantization, after calibration saw the float model: fuse the
+   * norms, rotate for QuaRot, then quantize. The passes keep their new
+   * weights in memory until they are written into the library's store. */
   const char *quant_pipeline = quantization_pipeline(o);
   if (ok && quant_pipeline) {
     iq_log(IQ_LOG_INFO, "quantization pipeline: %s", quant_pipeline);
@@ -464,7 +554,7 @@ static int compile(const options_t *o) {
       char runtime[4096];
       if (o->runtime)
         snprintf(runtime, sizeof runtime, "%s", o->runtime);
-      else if (!default_runtime(o->target, runtime, sizeof runtime))
+      else if (!iq_target_default_runtime(o->target, runtime, sizeof runtime))
         ok = iq_error_set(&error, NULL, "--runtime",
                           "build it (cmake --build build) or pass --runtime=FILE",
                           "the runtime archive for %s was not found beside iq-compile",
@@ -513,6 +603,12 @@ int main(int argc, char **argv) {
    * single-threaded kernels on stories260K; --threads=on|auto opts in. */
   options_t options = {.target = "x86_64-linux-gnu", .quant = "none", .method = "rtn",
                        .threads = IQ_THREADS_OFF};
+  options.calibration = (iq_calibration_options_t){
+      .windows = IQ_CALIBRATION_DEFAULT_WINDOWS,
+      .window_length = IQ_CALIBRATION_DEFAULT_LENGTH,
+      .sample_rows = IQ_CALIBRATION_DEFAULT_SAMPLE_ROWS,
+      .budget_mib = IQ_CALIBRATION_DEFAULT_BUDGET_MIB,
+  };
 #if defined(__aarch64__)
   options.target = "aarch64-linux-gnu";
 #endif

@@ -15,6 +15,7 @@
 #include "iq/onnx_import.h"
 #include "iq/passes.h"
 #include "iq/weight_overlay.h"
+#include "iq/statistics.h"
 #include "iq/support.h"
 
 #define IQ_OPT_VERSION "0.1.0"
@@ -30,6 +31,8 @@ typedef struct options {
   bool print_debug_info;
   bool allow_unregistered;
   const char *weight_store; /* --weight-store, or NULL for the default */
+  const char *stats_dump;   /* --iq-stats-dump: a statistics file to summarize */
+  const char *stats_csv;    /* --iq-stats-csv: where the dump writes per-channel CSV */
 } options_t;
 
 static void print_usage(FILE *stream) {
@@ -56,6 +59,9 @@ static void print_usage(FILE *stream) {
         "                                weights that passes rewrote (default: the output's\n"
         "                                name with .iqw; for an .onnx input written to stdout,\n"
         "                                the model's name with .iqw in the current folder)\n"
+        "  --iq-stats-dump=FILE          print a per-layer summary of a calibration statistics\n"
+        "                                file (.iqs) instead of processing an input\n"
+        "  --iq-stats-csv=FILE           with --iq-stats-dump: also write per-channel CSV to FILE\n"
         "  --log-level=LEVEL             error, warning (default), info or debug\n"
         "  --help                        show this help and exit\n"
         "  --version                     show the version and exit\n"
@@ -171,6 +177,14 @@ static int parse_arguments(int argc, char **argv, options_t *options) {
       if (!iq_log_parse_level(text, &level))
         return usage_error("invalid --log-level '%s'; use error, warning, info or debug", text);
       iq_log_set_level(level);
+    } else if (strncmp(arg, "--iq-stats-dump=", 16) == 0) {
+      options->stats_dump = arg + 16;
+      if (!*options->stats_dump)
+        return usage_error("%s needs a file name", "--iq-stats-dump=");
+    } else if (strncmp(arg, "--iq-stats-csv=", 15) == 0) {
+      options->stats_csv = arg + 15;
+      if (!*options->stats_csv)
+        return usage_error("%s needs a file name", "--iq-stats-csv=");
     } else if (strncmp(arg, "--weight-store=", 15) == 0) {
       options->weight_store = arg + 15;
       if (!*options->weight_store)
@@ -566,6 +580,21 @@ static int run(int argc, char **argv) {
   if (status != 0) {
     free(options.flag_pipeline);
     return status < 0 ? 0 : status;
+  }
+
+  if (options.stats_csv && !options.stats_dump) {
+    free(options.flag_pipeline);
+    return usage_error("%s needs --iq-stats-dump=FILE", "--iq-stats-csv");
+  }
+  if (options.stats_dump) {
+    iq_error_t *dump_error = NULL;
+    bool dumped = iq_statistics_dump(options.stats_dump, stdout, options.stats_csv, &dump_error);
+    if (!dumped) {
+      iq_error_print(dump_error, "iq-opt", stderr);
+      iq_error_destroy(dump_error);
+    }
+    free(options.flag_pipeline);
+    return dumped ? 0 : 1;
   }
 
   bool onnx_input = ends_with(options.input, ".onnx");
