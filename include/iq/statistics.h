@@ -7,7 +7,11 @@
  * down_proj input, and H the lm_head input, stored under layer == layers.
  *
  * Tokens are numbered n = window * window_length + position, over the
- * windows in the order of the window table. */
+ * windows in the order of the window table. Sampled rows are ascending by
+ * token number, so with sample_rows == token_count `samples` is every
+ * window's [window_length, channels] tensor in window order, the layout
+ * iq_psot_layer_input_t of iq/quant.h takes, and `token_outlier` is its
+ * deviation array. */
 #ifndef IQ_STATISTICS_H
 #define IQ_STATISTICS_H
 

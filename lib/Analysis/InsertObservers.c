@@ -8,7 +8,8 @@
  * The next is gate_proj, whose input is P. The first later iq.linear whose
  * input is not P is down_proj, whose input is Z. The iq.lm_head input is
  * H, with the layer count as its layer. Rotations or Hadamard transforms placed before
- * a projection therefore move the observed point with them. */
+ * a projection therefore move the observed point with them, and the
+ * residual converters of iq-rotate are skipped. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,12 +62,33 @@ static bool observe(MlirOperation anchor, MlirValue value, int64_t layer, const 
   return !mlirOperationIsNull(op);
 }
 
+/* True for the residual converters of iq-rotate: linears whose weight is
+ * `iq.rotate.layers.{i}.c1` or `.c2`. They sit on the residual stream
+ * between o_proj and gate_proj and between down_proj and the next layer,
+ * and are no projection of the layer. */
+static bool is_residual_converter(MlirOperation linear) {
+  MlirOperation weight = defining_op(mlirOperationGetOperand(linear, 1));
+  if (mlirOperationIsNull(weight) || !iq_op_is(weight, "weight"))
+    return false;
+  MlirAttribute name_attr =
+      mlirOperationGetAttributeByName(weight, mlirStringRefCreateFromCString("name"));
+  if (mlirAttributeIsNull(name_attr) || !mlirAttributeIsAString(name_attr))
+    return false;
+  MlirStringRef name = mlirStringAttrGetValue(name_attr);
+  static const char prefix[] = "iq.rotate.layers.";
+  size_t prefix_length = sizeof prefix - 1;
+  if (name.length < prefix_length + 3 || memcmp(name.data, prefix, prefix_length) != 0)
+    return false;
+  const char *suffix = name.data + name.length - 3;
+  return memcmp(suffix, ".c1", 3) == 0 || memcmp(suffix, ".c2", 3) == 0;
+}
+
 /* The first iq.linear after position `start` of `ops` and before `end`,
- * skipping linears whose input is `skip_input` (when not null). Returns
- * the index or `end`. */
+ * skipping residual converters and linears whose input is `skip_input`
+ * (when not null). Returns the index or `end`. */
 static size_t next_linear(MlirOperation *ops, size_t start, size_t end, MlirValue skip_input) {
   for (size_t i = start; i < end; ++i) {
-    if (!iq_op_is(ops[i], "linear"))
+    if (!iq_op_is(ops[i], "linear") || is_residual_converter(ops[i]))
       continue;
     if (!mlirValueIsNull(skip_input) &&
         mlirValueEqual(mlirOperationGetOperand(ops[i], 0), skip_input))

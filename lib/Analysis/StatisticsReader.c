@@ -33,12 +33,15 @@ const char *iq_observe_point_name(iq_observe_point_t point) {
 }
 
 /* Checks that `count` elements of `element` bytes at `offset` lie inside
- * the file and are aligned for their type. */
+ * the file and are aligned for their type. The writer aligns every array
+ * to IQ_STATISTICS_ALIGNMENT bytes, which is less than the 128-byte index
+ * record, so no section needs more alignment than that. */
 static bool section_ok(const iq_statistics_t *s, uint64_t offset, uint64_t count,
                        uint64_t element) {
   uint64_t bytes;
+  uint64_t alignment = element < IQ_STATISTICS_ALIGNMENT ? element : IQ_STATISTICS_ALIGNMENT;
   return iq_mul_u64(count, element, &bytes) && iq_range_in_bounds(offset, bytes, s->file->size) &&
-         offset % element == 0;
+         offset % alignment == 0;
 }
 
 static bool invalid(iq_error_t **error, const char *path, const char *format, uint64_t a,

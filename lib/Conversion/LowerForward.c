@@ -51,7 +51,9 @@ typedef struct weight_entry {
 typedef struct lowering {
   iq_text_t body, kernels, globals;
   iq_kernel_set_t kernel_set;
-  lowered_value_t *values;
+  /* Each value is allocated on its own, so pointers to it stay valid
+   * while the array of pointers grows. */
+  lowered_value_t **values;
   size_t num_values, capacity;
   weight_entry_t *weights;
   size_t num_weights;
@@ -96,8 +98,8 @@ static bool lower_fail(lowering_t *l, MlirOperation op, const char *format, ...)
 
 static lowered_value_t *find_value(lowering_t *l, MlirValue value) {
   for (size_t i = 0; i < l->num_values; ++i)
-    if (mlirValueEqual(l->values[i].value, value))
-      return &l->values[i];
+    if (mlirValueEqual(l->values[i]->value, value))
+      return l->values[i];
   return NULL;
 }
 
@@ -108,14 +110,16 @@ static lowered_value_t *add_value(lowering_t *l, MlirValue value, const char *na
    * fallback. */
   if (l->num_values == l->capacity) {
     size_t capacity = l->capacity ? l->capacity * 2 : 256;
-    lowered_value_t *grown = realloc(l->values, capacity * sizeof *grown);
+    lowered_value_t **grown = realloc(l->values, capacity * sizeof *grown);
     if (!grown)
       return NULL;
     l->values = grown;
     l->capacity = capacity;
   }
-  lowered_value_t *entry = &l->values[l->num_values++];
-  memset(entry, 0, sizeof *entry);
+  lowered_value_t *entry = calloc(1, sizeof *entry);
+  if (!entry)
+    return NULL;
+  l->values[l->num_values++] = entry;
   entry->value = value;
   snprintf(entry->name, sizeof entry->name, "%s", name);
   snprintf(entry->type, sizeof entry->type, "%s", type);
@@ -1230,7 +1234,7 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
       break;
     ok = lower_op(&l, op, logits);
     for (size_t v = 0; ok && v < l.num_values; ++v) {
-      lowered_value_t *value = &l.values[v];
+      lowered_value_t *value = l.values[v];
       if (!value->owned)
         continue;
       for (size_t u = 0; u < num_last_uses; ++u) {
@@ -1270,6 +1274,8 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
   iq_text_free(&l.kernels);
   iq_text_free(&l.globals);
   iq_kernel_set_free(&l.kernel_set);
+  for (size_t v = 0; v < l.num_values; ++v)
+    free(l.values[v]);
   free(l.values);
   free(l.weights);
   free(l.skipped);

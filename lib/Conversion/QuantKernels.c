@@ -244,9 +244,9 @@ void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int6
   snprintf(y_type, sizeof y_type, "memref<1x?x%lldxf32>", (long long)out);
   snprintf(codes_type, sizeof codes_type, "memref<%lldxi8>", (long long)((in * out + 1) / 2));
   snprintf(params_type, sizeof params_type, "memref<%lldx1xf32>", (long long)out);
-  /* Each weight is dequantized as s * (code - z) in float32, the value
-   * iq_quantize_value returns, and the dot product then runs like the
-   * float kernel's. */
+  /* Each row of W is dequantized once into `row`, as s * (code - z) in
+   * float32 (the value iq_quantize_value returns), and then every token's
+   * dot product with it runs like the float kernel's. */
   iq_text_printf(
       text,
       "  func.func private @%s(%%x: %s, %%codes: %s, %%scales: %s, %%zeros: %s, %%y: %s) attributes {llvm.linkage = #llvm.linkage<internal>} {\n%s"
@@ -255,24 +255,29 @@ void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int6
       "    %%c2 = arith.constant 2 : index\n"
       "    %%i8_4 = arith.constant 4 : i8\n"
       "    %%i8_15 = arith.constant 15 : i8\n"
+      "    %%row = memref.alloca() : memref<%lldxf32>\n"
       "    %%tokens = memref.dim %%x, %%c1 : %s\n"
       "    scf.for %%n = %%c0 to %%out step %%c1 {\n"
       "      %%s = memref.load %%scales[%%n, %%c0] : %s\n"
       "      %%z = memref.load %%zeros[%%n, %%c0] : %s\n"
-      "      %%row = arith.muli %%n, %%in : index\n"
+      "      %%first = arith.muli %%n, %%in : index\n"
+      "      scf.for %%k = %%c0 to %%in step %%c1 {\n"
+      "        %%flat = arith.addi %%first, %%k : index\n"
+      "        %%byte_index = arith.divui %%flat, %%c2 : index\n"
+      "        %%nibble = arith.remui %%flat, %%c2 : index\n"
+      "        %%byte = memref.load %%codes[%%byte_index] : %s\n"
+      "        %%high = arith.shrui %%byte, %%i8_4 : i8\n"
+      "        %%low = arith.andi %%byte, %%i8_15 : i8\n"
+      "        %%is_high = arith.cmpi ne, %%nibble, %%c0 : index\n"
+      "        %%code_i8 = arith.select %%is_high, %%high, %%low : i8\n"
+      "        %%code = arith.uitofp %%code_i8 : i8 to f32\n"
+      "        %%centred = arith.subf %%code, %%z : f32\n"
+      "        %%w = arith.mulf %%s, %%centred : f32\n"
+      "        memref.store %%w, %%row[%%k] : memref<%lldxf32>\n"
+      "      }\n"
       "      scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
       "        %%dot = scf.for %%k = %%c0 to %%in step %%c1 iter_args(%%sum = %%zero) -> (f32) {\n"
-      "          %%flat = arith.addi %%row, %%k : index\n"
-      "          %%byte_index = arith.divui %%flat, %%c2 : index\n"
-      "          %%nibble = arith.remui %%flat, %%c2 : index\n"
-      "          %%byte = memref.load %%codes[%%byte_index] : %s\n"
-      "          %%high = arith.shrui %%byte, %%i8_4 : i8\n"
-      "          %%low = arith.andi %%byte, %%i8_15 : i8\n"
-      "          %%is_high = arith.cmpi ne, %%nibble, %%c0 : index\n"
-      "          %%code_i8 = arith.select %%is_high, %%high, %%low : i8\n"
-      "          %%code = arith.uitofp %%code_i8 : i8 to f32\n"
-      "          %%centred = arith.subf %%code, %%z : f32\n"
-      "          %%w = arith.mulf %%s, %%centred : f32\n"
+      "          %%w = memref.load %%row[%%k] : memref<%lldxf32>\n"
       "          %%xv = memref.load %%x[%%c0, %%t, %%k] : %s\n"
       "          %%p = arith.mulf %%xv, %%w fastmath<fast> : f32\n"
       "          %%next = arith.addf %%sum, %%p fastmath<fast> : f32\n"
@@ -281,5 +286,6 @@ void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int6
       "        memref.store %%dot, %%y[%%c0, %%t, %%n] : %s\n"
       "      }\n    }\n    return\n  }\n",
       name, x_type, codes_type, params_type, params_type, y_type, kernel_prologue, (long long)in,
-      (long long)out, x_type, params_type, params_type, codes_type, x_type, y_type);
+      (long long)out, (long long)in, x_type, params_type, params_type, codes_type, (long long)in,
+      (long long)in, x_type, y_type);
 }

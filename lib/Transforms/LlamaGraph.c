@@ -165,6 +165,15 @@ static bool find_layer(MlirOperation attention, const char *pass, llama_layer_t 
 bool llama_graph_find(MlirOperation module, const char *pass, llama_graph_t *graph) {
   memset(graph, 0, sizeof *graph);
   graph->module = module;
+  if (!is_named(module, "builtin.module")) {
+    char text[256];
+    snprintf(text, sizeof text,
+             "%s: the pass runs on the module; put it at the top level of the pipeline, not "
+             "under func.func",
+             pass);
+    mlirEmitError(mlirOperationGetLocation(module), text);
+    return false;
+  }
   MlirAttribute config =
       mlirOperationGetAttributeByName(module, mlirStringRefCreateFromCString("iq.config"));
   if (mlirAttributeIsNull(config) || !mlirAttributeIsADictionary(config))

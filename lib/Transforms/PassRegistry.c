@@ -17,6 +17,7 @@ static const iq_pass_info_t *const registered_passes[] = {
     &iq_fuse_norms_pass,
     &iq_insert_observers_pass,
     &iq_pack_int4_pass,
+    &iq_psot_pass,
     &iq_quantize_pass,
     &iq_raise_llama_pass,
     &iq_rotate_pass,

@@ -12,7 +12,8 @@
  * (token, KV head) with the group formula.
  * Weights: the seven projections of every layer are quantized per output
  * channel with round-to-nearest and the MSE clip search of
- * iq_quantize_weight_rtn (iq/quant.h); the store gets the 4-bit codes and
+ * iq_quantize_weight_rtn (iq/quant.h), or with GPTQ (iq_gptq_quantize) on
+ * the x^T x of a statistics file (weights=gptq statistics=FILE); the store gets the 4-bit codes and
  * per-row scales and zero points, and an iq.dequantize of them replaces
  * the float weight. */
 #include <stdio.h>
@@ -27,6 +28,7 @@
 #include "iq/ir.h"
 #include "iq/passes.h"
 #include "iq/quant.h"
+#include "iq/statistics.h"
 #include "iq/weight_overlay.h"
 
 #define PASS "iq-quantize"
@@ -106,10 +108,19 @@ static bool quantize_input(MlirOperation *users, int count, intptr_t index, cons
   return true;
 }
 
-/* Quantizes the weight of `linear` with RTN and replaces it by the
- * dequantization of its codes. */
+/* The XᵀX of a projection's input for GPTQ: the statistics entry of its
+ * layer and point, with its token count. NULL `statistics` means RTN. */
+typedef struct hessian_source {
+  const iq_statistics_t *statistics;
+  const char *path;
+  uint32_t layer;
+  iq_observe_point_t point;
+} hessian_source_t;
+
+/* Quantizes the weight of `linear` with RTN, or with GPTQ when `hessian`
+ * has statistics, and replaces it by the dequantization of its codes. */
 static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits,
-                            iq_error_t **error) {
+                            const hessian_source_t *hessian, iq_error_t **error) {
   int64_t out, in;
   double *values;
   if (!llama_read_linear(module, linear, &out, &in, &values, error))
@@ -127,11 +138,33 @@ static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits
     weight[i] = (float)values[i];
   free(values);
 
-  iq_weight_quant_options_t options;
-  iq_weight_quant_options_init(&options);
-  options.bits = bits;
-  ok = ok && iq_quantize_weight_rtn(weight, (size_t)out, (size_t)in, &options, codes, scales, zeros,
-                                    NULL, error);
+  iq_statistics_point_t entry;
+  if (ok && hessian->statistics) {
+    const char *point = iq_observe_point_name(hessian->point);
+    if (!iq_statistics_find(hessian->statistics, hessian->layer, hessian->point, &entry))
+      ok = iq_error_set(error, hessian->path, PASS,
+                        "calibrate the graph as it is at quantization time (after iq-rotate)",
+                        "the statistics have no entry for layer %u point %s", hessian->layer,
+                        point);
+    else if ((int64_t)entry.channels != in)
+      ok = iq_error_set(error, hessian->path, PASS,
+                        "calibrate the graph as it is at quantization time (after iq-rotate)",
+                        "layer %u point %s has %u channels; the projection has %lld inputs",
+                        hessian->layer, point, entry.channels, (long long)in);
+  }
+  if (ok && hessian->statistics) {
+    iq_gptq_options_t options;
+    iq_gptq_options_init(&options);
+    options.weight.bits = bits;
+    ok = iq_gptq_quantize(weight, (size_t)out, (size_t)in, entry.xtx, (double)entry.token_count,
+                          &options, codes, scales, zeros, NULL, error);
+  } else if (ok) {
+    iq_weight_quant_options_t options;
+    iq_weight_quant_options_init(&options);
+    options.bits = bits;
+    ok = iq_quantize_weight_rtn(weight, (size_t)out, (size_t)in, &options, codes, scales, zeros,
+                                NULL, error);
+  }
   for (size_t i = 0; ok && i < count; ++i)
     packed[i / 2] |= (uint8_t)(codes[i] << (i % 2 ? 4 : 0));
 
@@ -207,6 +240,10 @@ static const iq_pass_option_info_t quantize_options[] = {
     {"weights", IQ_OPTION_ENUM, "rtn",
      "weight quantizer: rtn (round to nearest with MSE clip search) or gptq", weight_choices, 1,
      0},
+    {"statistics", IQ_OPTION_STRING, "",
+     "statistics file (.iqs) whose x^T x per layer and point GPTQ uses; record it on the graph "
+     "as it is here (after iq-rotate)",
+     NULL, 1, 0},
     {"clip", IQ_OPTION_FLOAT, "0.9", "clip ratio of the activation ranges, in (0, 1]", NULL,
      1e-3, 1.0},
     {"kv-clip", IQ_OPTION_FLOAT, "0.9", "clip ratio of the K and V ranges, in (0, 1]", NULL,
@@ -230,18 +267,36 @@ static bool run_quantize(MlirOperation op, const iq_pass_options_t *options) {
     return llama_emit_error(op, PASS,
                             iq_error_create(NULL, "a-bits", "use 2 to 8, or 16 for float inputs",
                                             "a-bits=%d is not supported", a_bits));
-  if (w_bits == 4 && strcmp(weights, "gptq") == 0)
+  const char *statistics_path = iq_pass_option_string(options, "statistics");
+  bool gptq = w_bits == 4 && strcmp(weights, "gptq") == 0;
+  if (gptq && !*statistics_path)
     return llama_emit_error(op, PASS,
-                            iq_error_create(NULL, "weights",
-                                            "use weights=rtn until the calibration statistics "
-                                            "are wired in",
-                                            "weights=gptq needs the Hessians of calibration "
-                                            "statistics, which this pass cannot read yet"));
+                            iq_error_create(NULL, "statistics",
+                                            "record them with iq-calibrate on the rotated graph "
+                                            "and pass statistics=FILE",
+                                            "weights=gptq needs the x^T x of calibration "
+                                            "statistics"));
+  iq_statistics_t *statistics = NULL;
+  if (gptq) {
+    iq_error_t *open_error = NULL;
+    statistics = iq_statistics_open(statistics_path, &open_error);
+    if (!statistics)
+      return llama_emit_error(op, PASS, open_error);
+  }
 
   llama_graph_t graph;
   if (!llama_graph_find(op, PASS, &graph)) {
     llama_graph_free(&graph);
+    iq_statistics_close(statistics);
     return false;
+  }
+  if (statistics && (int64_t)iq_statistics_get_info(statistics)->layers != graph.num_layers) {
+    iq_error_t *mismatch = iq_error_create(
+        statistics_path, PASS, "calibrate this model", "the statistics describe %u layers; the "
+        "model has %lld", iq_statistics_get_info(statistics)->layers, (long long)graph.num_layers);
+    llama_graph_free(&graph);
+    iq_statistics_close(statistics);
+    return llama_emit_error(op, PASS, mismatch);
   }
   scheme_t per_token = {.bits = a_bits, .granularity = "per_token", .axis = 2, .clip = clip};
   scheme_t per_head = {.bits = a_bits, .granularity = "per_group", .axis = 2,
@@ -274,18 +329,25 @@ static bool run_quantize(MlirOperation op, const iq_pass_options_t *options) {
     }
     MlirOperation projections[7] = {layer->q,    layer->k,  layer->v,   layer->o,
                                     layer->gate, layer->up, layer->down};
+    /* The observed point of each projection's input (iq-insert-observers). */
+    static const iq_observe_point_t inputs[7] = {IQ_OBSERVE_X, IQ_OBSERVE_X, IQ_OBSERVE_X,
+                                                 IQ_OBSERVE_M, IQ_OBSERVE_P, IQ_OBSERVE_P,
+                                                 IQ_OBSERVE_Z};
     for (int p = 0; ok && w_bits == 4 && p < 7; ++p) {
       where = projections[p];
-      ok = quantize_weight(op, projections[p], w_bits, &error);
+      hessian_source_t hessian = {.statistics = statistics, .path = statistics_path,
+                                  .layer = (uint32_t)i, .point = inputs[p]};
+      ok = quantize_weight(op, projections[p], w_bits, &hessian, &error);
     }
   }
   llama_graph_free(&graph);
+  iq_statistics_close(statistics);
   return ok || llama_emit_error(where, PASS, error);
 }
 
 const iq_pass_info_t iq_quantize_pass = {
     .name = "iq-quantize",
-    .description = "Quantize projection weights (4-bit RTN codes in the store) and insert fake "
+    .description = "Quantize projection weights (4-bit RTN or GPTQ codes in the store) and insert fake "
                    "quantization of projection inputs and of the KV cache",
     .options = quantize_options,
     .num_options = sizeof quantize_options / sizeof quantize_options[0],

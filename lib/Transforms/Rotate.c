@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "mlir-c/BuiltinAttributes.h"
 #include "mlir-c/BuiltinTypes.h"
 
@@ -52,39 +54,26 @@ typedef struct rotation_plan {
 
 /* ---- Dense helpers -------------------------------------------------------- */
 
-/* values [rows, cols] <- values * blockdiag(blocks), blocks of size n. */
+/* values [rows, cols] <- values * blockdiag(blocks), blocks of size n.
+ * `scratch` holds rows * n doubles. */
 static void multiply_right(double *values, int64_t rows, int64_t cols, double *const *blocks,
                            int64_t n, double *scratch) {
-  for (int64_t r = 0; r < rows; ++r) {
-    double *row = values + r * cols;
-    for (int64_t j = 0; j < cols / n; ++j) {
-      const double *q = blocks[j];
-      for (int64_t c = 0; c < n; ++c) {
-        double sum = 0.0;
-        for (int64_t k = 0; k < n; ++k)
-          sum += row[j * n + k] * q[k * n + c];
-        scratch[c] = sum;
-      }
-      memcpy(row + j * n, scratch, (size_t)n * sizeof *scratch);
-    }
+  for (int64_t j = 0; j < cols / n; ++j) {
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)n, (int)n, 1.0,
+                values + j * n, (int)cols, blocks[j], (int)n, 0.0, scratch, (int)n);
+    for (int64_t r = 0; r < rows; ++r)
+      memcpy(values + r * cols + j * n, scratch + r * n, (size_t)n * sizeof *scratch);
   }
 }
 
-/* values [rows, cols] <- blockdiag(blocks)^T * values, blocks of size n. */
+/* values [rows, cols] <- blockdiag(blocks)^T * values, blocks of size n.
+ * `scratch` holds n * cols doubles. */
 static void multiply_left_transposed(double *values, int64_t rows, int64_t cols,
                                      double *const *blocks, int64_t n, double *scratch) {
-  for (int64_t col = 0; col < cols; ++col) {
-    for (int64_t j = 0; j < rows / n; ++j) {
-      const double *q = blocks[j];
-      for (int64_t c = 0; c < n; ++c) {
-        double sum = 0.0;
-        for (int64_t k = 0; k < n; ++k)
-          sum += q[k * n + c] * values[(j * n + k) * cols + col];
-        scratch[c] = sum;
-      }
-      for (int64_t c = 0; c < n; ++c)
-        values[(j * n + c) * cols + col] = scratch[c];
-    }
+  for (int64_t j = 0; j < rows / n; ++j) {
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n, (int)cols, (int)n, 1.0,
+                blocks[j], (int)n, values + j * n * cols, (int)cols, 0.0, scratch, (int)cols);
+    memcpy(values + j * n * cols, scratch, (size_t)(n * cols) * sizeof *scratch);
   }
 }
 
@@ -288,16 +277,18 @@ static bool build_plan(const llama_graph_t *graph, const char *method, int64_t b
 typedef struct rewrite {
   MlirOperation module;
   const llama_graph_t *graph;
-  double *scratch; /* max(hidden, ffn) doubles */
   iq_error_t *error;
   MlirOperation where; /* the op an error is reported on */
 } rewrite_t;
 
 /* Rotates the weight of `user` (operand `index`, [out, in]): right by
  * `right` blocks of size right_n on the input side and on the output side
- * by the transpose of `left` blocks of size left_n. Either may be NULL. */
+ * by the transpose of `left` blocks of size left_n. Either may be NULL.
+ * With `hadamard_rows`, each row w then becomes H * w, the transform of
+ * iq_hadamard_transform over the whole row. */
 static bool rotate_weight(rewrite_t *r, MlirOperation user, intptr_t index, double *const *left,
-                          int64_t left_n, double *const *right, int64_t right_n) {
+                          int64_t left_n, double *const *right, int64_t right_n,
+                          bool hadamard_rows) {
   r->where = user;
   MlirValue operand = mlirOperationGetOperand(user, index);
   MlirOperation weight = mlirValueIsAOpResult(operand) ? mlirOpResultGetOwner(operand)
@@ -315,16 +306,27 @@ static bool rotate_weight(rewrite_t *r, MlirOperation user, intptr_t index, doub
   llama_weight_base_name(user, index, base, sizeof base);
   snprintf(name, sizeof name, "%s.rotated", base);
 
+  int64_t scratch_size = 0;
+  if (right)
+    scratch_size = rows * right_n;
+  if (left && left_n * cols > scratch_size)
+    scratch_size = left_n * cols;
   double *values = malloc((size_t)(rows * cols) * sizeof *values);
-  if (!values)
-    return iq_error_set(&r->error, NULL, NULL, NULL, "out of memory");
-  bool ok = iq_overlay_read(r->module, stored_name, transposed, rows, cols, values, &r->error);
+  double *scratch = malloc((size_t)(scratch_size + 1) * sizeof *scratch);
+  bool ok = values && scratch;
+  if (!ok)
+    iq_error_set(&r->error, NULL, NULL, NULL, "out of memory");
+  ok = ok && iq_overlay_read(r->module, stored_name, transposed, rows, cols, values, &r->error);
   if (ok && right)
-    multiply_right(values, rows, cols, right, right_n, r->scratch);
+    multiply_right(values, rows, cols, right, right_n, scratch);
   if (ok && left)
-    multiply_left_transposed(values, rows, cols, left, left_n, r->scratch);
+    multiply_left_transposed(values, rows, cols, left, left_n, scratch);
+  /* The rows of W_down become H_I * w, which is W_down * H_I^T. */
+  for (int64_t row = 0; ok && hadamard_rows && row < rows; ++row)
+    ok = iq_hadamard_transform_f64(values + row * cols, (size_t)cols, &r->error);
   ok = ok && llama_replace_weight(user, index, name, rows, cols, values, &r->error);
   free(values);
+  free(scratch);
   return ok;
 }
 
@@ -358,15 +360,14 @@ static bool insert_converter(rewrite_t *r, MlirOperation add, intptr_t index, do
   double **converter = allocate_blocks(blocks, d);
   if (!converter)
     return iq_error_set(&r->error, NULL, NULL, NULL, "out of memory");
-  for (int64_t j = 0; j < blocks; ++j)
-    for (int64_t a = 0; a < d; ++a)
-      for (int64_t c = 0; c < d; ++c) {
-        double sum = 0.0;
-        for (int64_t k = 0; k < d; ++k)
-          sum += first[j][k * d + a] * second[j][k * d + c];
-        converter[j][a * d + c] = sum;
-      }
-  if (is_identity(converter, blocks, d)) {
+  /* Equal bases (QuaRot) give the identity without rounding error. */
+  bool same = true;
+  for (int64_t j = 0; j < blocks; ++j) {
+    same = same && memcmp(first[j], second[j], (size_t)(d * d) * sizeof **first) == 0;
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)d, 1.0, first[j],
+                (int)d, second[j], (int)d, 0.0, converter[j], (int)d);
+  }
+  if (same || is_identity(converter, blocks, d)) {
     free_blocks(converter, blocks);
     return true;
   }
@@ -436,35 +437,16 @@ static bool rewrite_layer(rewrite_t *r, const rotation_plan_t *plan, int64_t i) 
   for (int64_t h = 0; h < g->heads; ++h)
     o_blocks[h] = bases->q2[h / group];
 
-  bool ok = rotate_weight(r, layer->q, 1, NULL, 0, bases->q1, d) &&
-            rotate_weight(r, layer->k, 1, NULL, 0, bases->q1, d) &&
-            rotate_weight(r, layer->v, 1, bases->q2, hd, bases->q1, d) &&
-            rotate_weight(r, layer->o, 1, bases->q4, d, o_blocks, hd) &&
-            rotate_weight(r, layer->gate, 1, NULL, 0, bases->q4, d) &&
-            rotate_weight(r, layer->up, 1, NULL, 0, bases->q4, d);
+  bool ok = rotate_weight(r, layer->q, 1, NULL, 0, bases->q1, d, false) &&
+            rotate_weight(r, layer->k, 1, NULL, 0, bases->q1, d, false) &&
+            rotate_weight(r, layer->v, 1, bases->q2, hd, bases->q1, d, false) &&
+            rotate_weight(r, layer->o, 1, bases->q4, d, o_blocks, hd, false) &&
+            rotate_weight(r, layer->gate, 1, NULL, 0, bases->q4, d, false) &&
+            rotate_weight(r, layer->up, 1, NULL, 0, bases->q4, d, false);
   free(o_blocks);
 
-  /* down_proj: output into the next basis, input through H_I. The rows of
-   * W_down become H_I * w, which is W_down * H_I^T. */
-  if (ok) {
-    ok = rotate_weight(r, layer->down, 1, next_q1, d, NULL, 0);
-    r->where = layer->down;
-    double *hadamard = ok ? malloc((size_t)(g->ffn * g->ffn) * sizeof *hadamard) : NULL;
-    if (ok && !hadamard)
-      ok = iq_error_set(&r->error, NULL, NULL, NULL, "out of memory");
-    ok = ok && iq_hadamard_matrix((size_t)g->ffn, hadamard, &r->error);
-    if (ok) {
-      /* H_I^T as one block, so multiply_right applies W * H_I^T. */
-      for (int64_t a = 0; a < g->ffn; ++a)
-        for (int64_t c = a + 1; c < g->ffn; ++c) {
-          double t = hadamard[a * g->ffn + c];
-          hadamard[a * g->ffn + c] = hadamard[c * g->ffn + a];
-          hadamard[c * g->ffn + a] = t;
-        }
-      ok = rotate_weight(r, layer->down, 1, NULL, 0, &hadamard, g->ffn);
-    }
-    free(hadamard);
-  }
+  /* down_proj: output into the next basis, input through H_I. */
+  ok = ok && rotate_weight(r, layer->down, 1, next_q1, d, NULL, 0, true);
   ok = ok && insert_hadamard(r, layer->down, 0, g->ffn);
   ok = ok && insert_hadamard(r, layer->attention, 0, hd) &&
        insert_hadamard(r, layer->attention, 1, hd);
@@ -538,22 +520,17 @@ static bool run_rotate(MlirOperation op, const iq_pass_options_t *options) {
     ok = build_plan(&graph, method, blocks, (uint64_t)iq_pass_option_int(options, "seed"),
                     iq_pass_option_string(options, "rotations"), &plan, &r.error);
 
-  int64_t widest = graph.hidden > graph.ffn ? graph.hidden : graph.ffn;
-  r.scratch = malloc((size_t)widest * sizeof *r.scratch);
-  if (ok && !r.scratch)
-    ok = iq_error_set(&r.error, NULL, NULL, NULL, "out of memory");
-
   /* The embedding's rows are residual vectors of layer 0; lm_head reads
    * the final basis. */
-  ok = ok && rotate_weight(&r, graph.embedding, 0, NULL, 0, plan.layers[0].q1, plan.block_size);
+  ok = ok && rotate_weight(&r, graph.embedding, 0, NULL, 0, plan.layers[0].q1, plan.block_size,
+                           false);
   for (int64_t i = 0; ok && i < graph.num_layers; ++i)
     ok = rewrite_layer(&r, &plan, i);
   ok = ok && rotate_weight(&r, graph.lm_head, 1, NULL, 0, plan.layers[graph.num_layers].q1,
-                           plan.block_size);
+                           plan.block_size, false);
 
   if (!ok)
     llama_emit_error(r.where, PASS, r.error);
-  free(r.scratch);
   free_plan(&plan, &graph);
   llama_graph_free(&graph);
   return ok;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "llvm-c/Core.h"
@@ -38,6 +39,11 @@ typedef struct options {
    * tokenizer and run options; NULL text_path when not calibrating. */
   iq_calibration_options_t calibration;
   const char *statistics; /* --statistics, or NULL for OUTPUT.iqs */
+  const char *weights;    /* --weights: rtn or gptq */
+  const char *kv;         /* --kv: k4v4 or k4v16, for --quant=w4a4kv4 */
+  const char *rotations;  /* --rotations, or NULL for OUTPUT.rotations.iqw */
+  const char *use_rotations; /* --use-rotations: rotations of an earlier run, so no PSOT */
+  iq_psot_options_t psot; /* --block-diag and the --psot-* options */
   const char *kernels;    /* --kernels: "int4", "float", or NULL for the default */
 } options_t;
 
@@ -58,7 +64,13 @@ static void print_usage(FILE *stream) {
         "                           in float32)\n"
         "  --method=METHOD          how weights are prepared: rtn (norms fused, no rotation;\n"
         "                           default), quarot (norms fused, QuaRot rotations) or\n"
-        "                           infoquant (learned rotations; not available yet)\n"
+        "                           infoquant (PSOT rotations learned on --calibration text,\n"
+        "                           see below)\n"
+        "  --kv=MODE                KV cache of --quant=w4a4kv4: k4v4 (4-bit K and V; default)\n"
+        "                           or k4v16 (4-bit K, float V)\n"
+        "  --weights=QUANTIZER      rtn (round to nearest with MSE clip search; default) or\n"
+        "                           gptq (needs --calibration: a second calibration run on the\n"
+        "                           rotated float graph records the x^T x GPTQ uses)\n"
         "  --kernels=KIND           int4 (default for w4a4kv4): linears with 4-bit weights and\n"
         "                           per-token 4-bit inputs run on the generated int4 kernels;\n"
         "                           float: every op runs on float32 kernels (fake quantization)\n"
@@ -83,7 +95,26 @@ static void print_usage(FILE *stream) {
         "  --calibration-skip N     tokens at the start of the text no window uses (default 0)\n"
         "  --calibration-seed N     seed of the window and sample choice (default 0)\n"
         "  --max-context N          the model's context; longer windows are rejected\n"
-        "  --help                   show this help\n",
+        "  --seed N                 seed of the random rotations: QuaRot's Hadamard signs, and\n"
+        "                           PSOT's Hadamard start, shuffles and retractions (default 0)\n"
+        "  --help                   show this help\n"
+        "\n"
+        "InfoQuant (--method=infoquant, needs --calibration): the norm-fused float graph is\n"
+        "calibrated keeping every row of every window (--calibration-rows is ignored), PSOT\n"
+        "learns each layer's rotations from those rows, and iq-rotate folds them in.\n"
+        "  --rotations FILE         where to write the learned rotations (default:\n"
+        "                           OUTPUT.rotations.iqw; iq-rotate method=infoquant reads it)\n"
+        "  --use-rotations FILE     fold the rotations of an earlier run (its --rotations\n"
+        "                           file, same model and --block-diag) instead of calibrating\n"
+        "                           and running PSOT again\n"
+        "  --block-diag N           blocks of the residual rotations (default 2; must divide\n"
+        "                           the hidden size)\n"
+        "  --psot-epochs N          PSOT passes over the windows per layer (default 4)\n"
+        "  --psot-lr X              PSOT learning rate of the three stages (default 2)\n"
+        "  --psot-aug-token X       weight of outlier tokens in the PSOT cost; 1 turns token\n"
+        "                           weighting off (default 30)\n"
+        "  --psot-keep-best on|off  keep, per stage, the matrices with the lowest loss rather\n"
+        "                           than the last ones (default on)\n",
         stream);
 }
 
@@ -158,10 +189,87 @@ static int parse_calibration_option(int argc, char **argv, int *i, options_t *o)
   return 1;
 }
 
+/* Parses a finite positive number into *out. */
+static int positive_option(const char *name, const char *text, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double value = text ? strtod(text, &end) : -1.0;
+  if (!text || errno != 0 || end == text || *end != '\0' || !(value > 0.0) ||
+      value > 1e30)
+    return usage_error("%s needs a positive number", name);
+  *out = value;
+  return 0;
+}
+
+/* Parses the InfoQuant options at argv[*i], like parse_calibration_option. */
+static int parse_psot_option(int argc, char **argv, int *i, options_t *o) {
+  const char *value = NULL;
+  iq_psot_options_t *psot = &o->psot;
+  int64_t count = 0;
+  int status = 0;
+  if (valued_option(argc, argv, i, "--weights", &value)) {
+    o->weights = value;
+    return value ? 0 : usage_error("%s needs rtn or gptq", "--weights");
+  }
+  if (valued_option(argc, argv, i, "--kv", &value)) {
+    o->kv = value;
+    if (!value || (strcmp(value, "k4v4") != 0 && strcmp(value, "k4v16") != 0))
+      return usage_error("%s needs k4v4 or k4v16", "--kv");
+    return 0;
+  }
+  if (valued_option(argc, argv, i, "--use-rotations", &value)) {
+    o->use_rotations = value;
+    return value ? 0 : usage_error("%s needs a rotations file", "--use-rotations");
+  }
+  if (valued_option(argc, argv, i, "--rotations", &value)) {
+    o->rotations = value;
+    return value ? 0 : usage_error("%s needs a file name", "--rotations");
+  }
+  if (valued_option(argc, argv, i, "--block-diag", &value)) {
+    status = count_option("--block-diag", value, &count);
+    if (status == 0 && count < 1)
+      return usage_error("%s needs a block count of at least 1", "--block-diag");
+    psot->block_diag = (size_t)count;
+    return status;
+  }
+  if (valued_option(argc, argv, i, "--psot-epochs", &value)) {
+    status = count_option("--psot-epochs", value, &count);
+    if (status == 0 && (count < 1 || count > 1000000))
+      return usage_error("%s needs 1 to 1000000 epochs", "--psot-epochs");
+    psot->epochs = (int)count;
+    return status;
+  }
+  if (valued_option(argc, argv, i, "--psot-lr", &value)) {
+    double lr = 0.0;
+    status = positive_option("--psot-lr", value, &lr);
+    psot->lr[0] = psot->lr[1] = psot->lr[2] = lr;
+    return status;
+  }
+  if (valued_option(argc, argv, i, "--psot-aug-token", &value))
+    return positive_option("--psot-aug-token", value, &psot->aug_token);
+  if (valued_option(argc, argv, i, "--psot-keep-best", &value)) {
+    if (value && strcmp(value, "on") == 0)
+      psot->keep_best = true;
+    else if (value && strcmp(value, "off") == 0)
+      psot->keep_best = false;
+    else
+      return usage_error("%s needs on or off", "--psot-keep-best");
+    return 0;
+  }
+  if (valued_option(argc, argv, i, "--seed", &value)) {
+    status = count_option("--seed", value, &count);
+    psot->seed = (uint64_t)count;
+    return status;
+  }
+  return 1;
+}
+
 static int parse_arguments(int argc, char **argv, options_t *o) {
   for (int i = 1; i < argc; ++i) {
     const char *arg = argv[i];
     int calibration_status = parse_calibration_option(argc, argv, &i, o);
+    if (calibration_status == 1)
+      calibration_status = parse_psot_option(argc, argv, &i, o);
     if (calibration_status != 1) {
       if (calibration_status != 0)
         return calibration_status;
@@ -238,13 +346,24 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
                        o->quant);
   if (o->kernels && strcmp(o->kernels, "int4") == 0 && o->graph)
     return usage_error("%s", "--kernels=int4 applies to LLaMA models, not to --graph");
-  if (strcmp(o->method, "infoquant") == 0)
-    return usage_error("--method=%s needs the calibration statistics and PSOT rotations, which "
-                       "iq-compile cannot compute yet; use rtn or quarot, or run iq-rotate "
-                       "with method=infoquant rotations=FILE in iq-opt",
-                       o->method);
-  if (strcmp(o->method, "rtn") != 0 && strcmp(o->method, "quarot") != 0)
+  if (strcmp(o->method, "rtn") != 0 && strcmp(o->method, "quarot") != 0 &&
+      strcmp(o->method, "infoquant") != 0)
     return usage_error("invalid --method '%s'; use rtn, quarot or infoquant", o->method);
+  if (strcmp(o->method, "infoquant") == 0 && !o->calibration.text_path && !o->use_rotations)
+    return usage_error("--method=%s learns its rotations from activations: give the calibration "
+                       "text and the model's tokenizer with --calibration FILE --tokenizer FILE",
+                       o->method);
+  if (o->use_rotations && strcmp(o->method, "infoquant") != 0)
+    return usage_error("%s applies to --method=infoquant", "--use-rotations");
+  if (strcmp(o->weights, "rtn") != 0 && strcmp(o->weights, "gptq") != 0)
+    return usage_error("invalid --weights '%s'; use rtn or gptq", o->weights);
+  if (strcmp(o->weights, "gptq") == 0 && !o->calibration.text_path)
+    return usage_error("--weights=%s needs the x^T x of calibration activations: give "
+                       "--calibration FILE --tokenizer FILE",
+                       o->weights);
+  if (strcmp(o->weights, "gptq") == 0 && strcmp(o->quant, "none") == 0)
+    return usage_error("--weights=%s quantizes weights: add --quant=w4a16 or --quant=w4a4kv4",
+                       o->weights);
   if (o->graph && (strcmp(o->quant, "none") != 0 || strcmp(o->method, "rtn") != 0))
     return usage_error("%s compiles float32 graphs only (--quant=none --method=rtn)", "--graph");
   if (!o->calibration.text_path != !o->calibration.tokenizer_path)
@@ -379,24 +498,168 @@ static bool emit_in_child(MlirOperation module, const iq_target_options_t *targe
                       target->triple, target->cpu, target->features);
 }
 
-/* The passes of --quant and --method, or NULL for the float model as
- * imported. The embedding is not centred, so the float part of every
- * pipeline computes the imported model's function exactly.
+/* The passes of --method before quantization for rtn and quarot, or NULL
+ * for the float model as imported. The embedding is not centred, so the
+ * float part of every pipeline computes the imported model's function
+ * exactly.
  * NOTE: on stories260K, centring (the QuaRot reference does it) measured
  * 2.2 perplexity points worse in float and mixed under quantization. */
-static const char *quantization_pipeline(const options_t *o) {
-  bool quarot = strcmp(o->method, "quarot") == 0;
-  if (strcmp(o->quant, "w4a4kv4") == 0)
-    return quarot ? "builtin.module(iq-fuse-norms{centre-embeddings=false},iq-rotate{method=quarot},"
-                    "iq-quantize)"
-                  : "builtin.module(iq-fuse-norms{centre-embeddings=false},iq-quantize)";
+static const char *preparation_pipeline(const options_t *o, char *buffer, size_t size) {
+  if (strcmp(o->method, "quarot") == 0) {
+    snprintf(buffer, size,
+             "builtin.module(iq-fuse-norms{centre-embeddings=false},"
+             "iq-rotate{method=quarot seed=%llu})",
+             (unsigned long long)o->psot.seed);
+    return buffer;
+  }
+  if (strcmp(o->quant, "none") != 0)
+    return "builtin.module(iq-fuse-norms{centre-embeddings=false})";
+  return NULL;
+}
+
+/* Writes `value` in double quotes for a pipeline option. Rejects a path
+ * with a quote in it, which the option syntax cannot carry. */
+static bool quote_path(const char *path, char *out, size_t size, iq_error_t **error) {
+  if (strchr(path, '"'))
+    return iq_error_set(error, path, NULL, "rename the file or folder",
+                        "a path with a double quote cannot be passed to a pass");
+  snprintf(out, size, "\"%s\"", path);
+  return true;
+}
+
+/* Writes the tensors the passes added into the library's staged store and
+ * points the module and the weight base folder at it, so a calibration run
+ * reads the weights as the passes left them. */
+static bool flush_weights(MlirOperation root, const char *store_path, const char *store_name,
+                          bool *wrote_store, iq_error_t **error) {
+  if (!iq_overlay_pending())
+    return true;
+  if (!iq_overlay_write_store(root, store_path, store_name, error))
+    return false;
+  *wrote_store = true;
+  char directory[4096];
+  directory_of(store_path, directory, sizeof directory);
+  iq_weight_store_set_base_dir(directory);
+  return true;
+}
+
+typedef struct stage_clock {
+  double start_s;
+} stage_clock_t;
+
+static double seconds_now(void) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* Prints how long the stage since the last call took, for the stage
+ * timings of the accuracy benchmark. */
+static void stage_done(stage_clock_t *clock, const char *stage) {
+  double now = seconds_now();
+  fprintf(stderr, "iq-compile: %s took %.1f s\n", stage, now - clock->start_s);
+  clock->start_s = now;
+}
+
+static bool fold_rotations(MlirContext context, MlirOperation root, const options_t *o,
+                           const char *rotations_path, stage_clock_t *clock, iq_error_t **error);
+
+/* InfoQuant's preparation: fuse the norms, calibrate the float graph with
+ * every row of every window, learn the PSOT rotations and fold them in,
+ * or with --use-rotations fold in the rotations of an earlier run. */
+static bool prepare_infoquant(MlirContext context, MlirOperation root, const options_t *o,
+                              const char *store_path, const char *store_name, bool *wrote_store,
+                              stage_clock_t *clock, iq_error_t **error) {
+  if (!run_pipeline(context, root, "builtin.module(iq-fuse-norms{centre-embeddings=false})",
+                    error) ||
+      !flush_weights(root, store_path, store_name, wrote_store, error))
+    return false;
+
+  char statistics_path[4096], rotations_path[4096];
+  if (o->use_rotations) {
+    snprintf(rotations_path, sizeof rotations_path, "%s", o->use_rotations);
+    return fold_rotations(context, root, o, rotations_path, clock, error);
+  }
+  if (o->statistics)
+    snprintf(statistics_path, sizeof statistics_path, "%s", o->statistics);
+  else
+    replace_extension(o->output, ".iqs", statistics_path, sizeof statistics_path);
+  if (o->rotations)
+    snprintf(rotations_path, sizeof rotations_path, "%s", o->rotations);
+  else
+    replace_extension(o->output, ".rotations.iqw", rotations_path, sizeof rotations_path);
+
+  /* iq_psot_layer needs windows x tokens rows, so every row is kept. */
+  iq_calibration_options_t calibration = o->calibration;
+  calibration.output_path = statistics_path;
+  calibration.sample_rows = calibration.windows * calibration.window_length;
+  if (!iq_calibrate(root, &calibration, error))
+    return false;
+  fprintf(stderr, "iq-compile: wrote %s\n", statistics_path);
+  stage_done(clock, "calibration of the norm-fused graph");
+
+  if (!iq_psot_write_rotations(root, statistics_path, rotations_path, &o->psot, error))
+    return false;
+  fprintf(stderr, "iq-compile: wrote %s\n", rotations_path);
+  stage_done(clock, "PSOT");
+  return fold_rotations(context, root, o, rotations_path, clock, error);
+}
+
+/* Runs iq-rotate method=infoquant with the rotations at `rotations_path`. */
+static bool fold_rotations(MlirContext context, MlirOperation root, const options_t *o,
+                           const char *rotations_path, stage_clock_t *clock,
+                           iq_error_t **error) {
+  char quoted[4200], pipeline[4600];
+  if (!quote_path(rotations_path, quoted, sizeof quoted, error))
+    return false;
+  snprintf(pipeline, sizeof pipeline,
+           "builtin.module(iq-rotate{method=infoquant block-diag=%zu rotations=%s})",
+           o->psot.block_diag, quoted);
+  if (!run_pipeline(context, root, pipeline, error) || !iq_verify(root))
+    return false;
+  stage_done(clock, "rotation");
+  return true;
+}
+
+/* Quantizes the prepared graph. With --weights=gptq the graph as it is now
+ * (norms fused, rotations folded, float) is calibrated once more for x^T x
+ * only, into a file in the staging folder. */
+static bool quantize_graph(MlirContext context, MlirOperation root, const options_t *o,
+                           const char *store_path, const char *store_name, const char *staging,
+                           bool *wrote_store, stage_clock_t *clock, iq_error_t **error) {
+  char weights_options[4600] = "";
+  char hessians_path[4400] = "";
+  bool ok = true;
+  if (strcmp(o->weights, "gptq") == 0) {
+    snprintf(hessians_path, sizeof hessians_path, "%s/gptq.iqs", staging);
+    iq_calibration_options_t calibration = o->calibration;
+    calibration.output_path = hessians_path;
+    calibration.sample_rows = 0;
+    char quoted[4500];
+    ok = flush_weights(root, store_path, store_name, wrote_store, error) &&
+         iq_calibrate(root, &calibration, error) &&
+         quote_path(hessians_path, quoted, sizeof quoted, error);
+    if (ok) {
+      snprintf(weights_options, sizeof weights_options, " weights=gptq statistics=%s", quoted);
+      stage_done(clock, "x^T x calibration of the rotated graph for GPTQ");
+    }
+  }
+  char pipeline[4800 + sizeof weights_options];
   if (strcmp(o->quant, "w4a16") == 0)
-    return quarot ? "builtin.module(iq-fuse-norms{centre-embeddings=false},iq-rotate{method=quarot},"
-                    "iq-quantize{a-bits=16 kv=none})"
-                  : "builtin.module(iq-fuse-norms{centre-embeddings=false},"
-                    "iq-quantize{a-bits=16 kv=none})";
-  return quarot ? "builtin.module(iq-fuse-norms{centre-embeddings=false},iq-rotate{method=quarot})"
-                : NULL;
+    snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{a-bits=16 kv=none%s})",
+             weights_options);
+  else
+    snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{kv=%s%s})", o->kv,
+             weights_options);
+  if (ok) {
+    iq_log(IQ_LOG_INFO, "quantization pipeline: %s", pipeline);
+    ok = run_pipeline(context, root, pipeline, error) && iq_verify(root);
+    if (ok)
+      stage_done(clock, "weight quantization");
+  }
+  if (*hessians_path)
+    unlink(hessians_path);
+  return ok;
 }
 
 /* Whether marked linears run on the int4 kernels: --kernels, by default
@@ -484,9 +747,14 @@ static int compile(const options_t *o) {
   }
   ok = ok && iq_verify(root);
 
-  /* 2b. Record activation statistics on the calibration text. */
+  stage_clock_t clock = {.start_s = seconds_now()};
+  bool infoquant = strcmp(o->method, "infoquant") == 0;
+
+  /* 2b. Record activation statistics of the imported graph on the
+   * calibration text. InfoQuant records them on the norm-fused graph
+   * instead (prepare_infoquant). */
   char statistics_path[4096];
-  if (ok && o->calibration.text_path) {
+  if (ok && o->calibration.text_path && !infoquant) {
     if (o->statistics)
       snprintf(statistics_path, sizeof statistics_path, "%s", o->statistics);
     else
@@ -494,29 +762,38 @@ static int compile(const options_t *o) {
     iq_calibration_options_t calibration = o->calibration;
     calibration.output_path = statistics_path;
     ok = iq_calibrate(root, &calibration, &error);
-    if (ok)
+    if (ok) {
       fprintf(stderr, "iq-compile: wrote %s\n", statistics_path);
+      stage_done(&clock, "calibration");
+    }
   }
 
-  /* Quantization: fuse the norms, rotate for QuaRot, then quantize. The
-   * passes keep their new weights in memory until they are written into
-   * the library's store. */
-  const char *quant_pipeline = quantization_pipeline(o);
-  if (ok && quant_pipeline) {
-    iq_log(IQ_LOG_INFO, "quantization pipeline: %s", quant_pipeline);
-    ok = run_pipeline(context, root, quant_pipeline, &error) && iq_verify(root);
+  /* Quantization: fuse the norms, rotate (QuaRot or InfoQuant), then
+   * quantize. The passes keep their new weights in memory until they are
+   * written into the library's store. */
+  char preparation_buffer[256];
+  const char *preparation =
+      infoquant ? NULL : preparation_pipeline(o, preparation_buffer, sizeof preparation_buffer);
+  if (ok && infoquant)
+    ok = prepare_infoquant(context, root, o, store_path, store_name, &wrote_store, &clock, &error);
+  if (ok && preparation) {
+    iq_log(IQ_LOG_INFO, "preparation pipeline: %s", preparation);
+    ok = run_pipeline(context, root, preparation, &error) && iq_verify(root);
+    if (ok)
+      stage_done(&clock, "norm fusion and rotation");
   }
+  if (ok && strcmp(o->quant, "none") != 0)
+    ok = quantize_graph(context, root, o, store_path, store_name, staging, &wrote_store, &clock,
+                        &error);
   /* The int4 path packs the weights of the W4A4 linears, which an MLIR
    * input may already contain without --quant. */
   if (ok && !o->graph && int4_kernels(o)) {
     iq_log(IQ_LOG_INFO, "packing the int4 weights");
     ok = run_pipeline(context, root, "builtin.module(iq-pack-int4)", &error) && iq_verify(root);
   }
-  if (ok && (quant_pipeline || int4_kernels(o))) {
-    if (ok && iq_overlay_pending()) {
-      ok = iq_overlay_write_store(root, store_path, store_name, &error);
-      wrote_store = wrote_store || ok;
-    }
+  if (ok && iq_overlay_pending()) {
+    ok = iq_overlay_write_store(root, store_path, store_name, &error);
+    wrote_store = wrote_store || ok;
   }
   iq_overlay_reset();
 
@@ -637,7 +914,8 @@ int main(int argc, char **argv) {
    * loops currently lose LLVM's vectorization and measured slower than the
    * single-threaded kernels on stories260K; --threads=on|auto opts in. */
   options_t options = {.target = "x86_64-linux-gnu", .quant = "none", .method = "rtn",
-                       .threads = IQ_THREADS_OFF};
+                       .weights = "rtn", .kv = "k4v4", .threads = IQ_THREADS_OFF};
+  iq_psot_options_init(&options.psot);
   options.calibration = (iq_calibration_options_t){
       .windows = IQ_CALIBRATION_DEFAULT_WINDOWS,
       .window_length = IQ_CALIBRATION_DEFAULT_LENGTH,
