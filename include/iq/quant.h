@@ -1,6 +1,7 @@
 /* The InfoQuant numeric core: Hadamard transforms, the activation and
- * weight quantizers, GPTQ, and the PSOT rotation search. Plain arrays in,
- * plain arrays out, no MLIR. docs/quantization.md gives the formulas.
+ * weight quantizers, GPTQ, the PSOT rotation search and LAC clip learning.
+ * Plain arrays in, plain arrays out, no MLIR. docs/quantization.md gives
+ * the formulas.
  *
  * Conventions:
  * - Matrices are dense and row-major. A weight is [out x in] (PyTorch's
@@ -180,6 +181,185 @@ bool iq_gptq_quantize(const float *weight, size_t rows, size_t cols,
                       const iq_gptq_options_t *options, uint8_t *codes,
                       float *scales, float *zeros, float *dequantized,
                       iq_error_t **error);
+
+/* ---- PSOT: Peak Suppression Orthogonal Transformation --------------------
+ * Learns per-layer orthogonal rotations that lower the softmax-weighted
+ * peak magnitudes of a layer's activations. For a row group z (a token,
+ * or a (token, head) pair) with token weight w_t and temperature T:
+ *   A = |z|,  S = softmax(A / T) over the group,  P = S * A,
+ *   cost = sqrt(sum over all rows and columns of (w_t * P)^2).
+ * Gradients flow through both S and A; d|y|/dy is sign(y), 0 at 0.
+ * Rotations act on the right and are stored row-major in double. */
+
+/* Stage 1 and 3 cost: z is [rows x hidden], split into `blocks` blocks of
+ * d = hidden / blocks columns. Block j is rotated by q[j] (d x d, at
+ * q + j*d*d), then, with rotation_mean, its per-row mean over the d
+ * columns is removed, and the softmax runs over all `hidden` columns.
+ * `weights` ([rows]) may be NULL for all ones. Stores the cost, and when
+ * `grad` is not NULL the gradient d cost / d q[j] ([blocks][d x d]). */
+bool iq_psot_block_cost(const float *z, size_t rows, size_t hidden,
+                        size_t blocks, const double *q, const float *weights,
+                        double temperature, bool rotation_mean, double *cost,
+                        double *grad, iq_error_t **error);
+
+/* Stage 2 loss over V [rows x kv_heads*head_dim] and M
+ * [rows x heads*head_dim]: KV head g of V is rotated by q2[g], query head h
+ * of M by q2[h / (heads / kv_heads)]. Each (row, head) has its mean removed
+ * (with rotation_mean) and its own softmax over head_dim. The loss is
+ * Mcost + Vcost * stopgrad(Mcost / Vcost), so its value is 2 * Mcost and
+ * `grad` ([kv_heads][head_dim x head_dim], may be NULL) is
+ * dMcost + (Mcost / Vcost) * dVcost. Weights may be NULL. */
+bool iq_psot_head_cost(const float *v, const float *m, size_t rows,
+                       size_t heads, size_t kv_heads, size_t head_dim,
+                       const double *q2, const float *v_weights,
+                       const float *m_weights, double temperature,
+                       bool rotation_mean, double *loss, double *m_cost,
+                       double *v_cost, double *grad, iq_error_t **error);
+
+/* One Cayley SGD step on the Stiefel manifold (SGDG of Li, Fuxin and
+ * Todorovic, "Efficient Riemannian Optimization on the Stiefel Manifold
+ * via the Cayley Transform", 2020, as SpinQuant uses it, momentum 0):
+ *   Qn = Q with each row divided by (its L2 norm + 1e-8)
+ *   with `retract`: Qn = QR retraction (QR of Qn^T, columns of the Q
+ *     factor multiplied by sign(diag R), transposed back)
+ *   V = -G^T,  W^ = V Qn - 0.5 Qn^T (Qn (V Qn)),  W = W^ - W^^T
+ *   alpha = min(lr, 1 / (||W||_1 + 1e-8))  (max column abs-sum)
+ *   X0 = Qn^T,  Y = X0 + alpha V,  5 times: Y = X0 + alpha W (X0 + Y) / 2
+ *   Q = Y^T
+ * q and grad are n x n. */
+bool iq_cayley_step(double *q, const double *grad, size_t n, double lr,
+                    bool retract, iq_error_t **error);
+
+/* Replaces q (n x n) by its QR retraction (see iq_cayley_step). */
+bool iq_qr_retraction(double *q, size_t n, iq_error_t **error);
+
+/* Writes, for each of the `tokens` rows of one window z [tokens x width],
+ * max_c |z - mean| / std, where mean and std (population) are taken over
+ * the whole window tensor. A row is an outlier at level k when this value
+ * exceeds k. A constant window gets all zeros. */
+void iq_psot_window_deviation(const float *z, size_t tokens, size_t width,
+                              float *deviation);
+
+typedef struct iq_psot_options {
+  size_t block_diag;      /* b: Q1 and Q4 have b blocks; 2 (reference 2) */
+  double temperature;     /* T = 2 */
+  double lr[3];           /* stage 1, 2, 3 learning rates: 2, 2, 2 */
+  double lr_end_factor;   /* LinearLR end factor, 0.01 */
+  int epochs;             /* 4 (reference 15) */
+  size_t batch_windows;   /* windows per step, 4 */
+  bool rotation_mean;     /* remove the per-block or per-head mean: true */
+  double aug_token;       /* outlier token weight, 30; <= 1 disables */
+  size_t aug_start;       /* layers below get weight aug_token on every
+                             token: 2 */
+  size_t eta_m;           /* windows for the outlier statistics, 10 */
+  bool aug_attention;     /* token weights in stage 2 (aug_MHA): true */
+  int cayley_iterations;  /* fixed-point iterations of the Cayley map, 5 */
+  double retraction_probability; /* QR retraction chance per step, 1/101 */
+  bool final_retraction;  /* QR-retract every matrix after the last step
+                             so the results are orthogonal: true */
+  bool keep_best;         /* return, per stage, the matrices with the lowest
+                             loss on all windows among the start and the
+                             end of each epoch, not the last ones: true */
+  uint64_t seed;          /* random Hadamard start, shuffles, retractions */
+} iq_psot_options_t;
+
+/* Fills `options` with the defaults in the comments above. They are sized
+ * for a CPU; the reference settings differ only in `epochs` (15) and in
+ * the calibration data (128 windows of 2048 tokens), which the caller
+ * chooses. */
+void iq_psot_options_init(iq_psot_options_t *options);
+
+/* Chooses the outlier level k* from the first eta_m windows of
+ * `deviation` ([windows x tokens], iq_psot_window_deviation values): for
+ * k = 0, 1, ... 49, avg_k is the mean count of rows above k per window and
+ * union_k the count of positions above k in any window, stopping at the
+ * first union_k = 0. ratio_k = (union_k - avg_k) / union_k, and k* is the
+ * first k >= 1 with |ratio_k - ratio_{k-1}| < 0.02 and
+ * union_k < 0.4 * tokens, or the list length when none is. */
+size_t iq_psot_outlier_level(const float *deviation, size_t windows,
+                             size_t tokens, size_t eta_m);
+
+/* Writes the token weights ([windows x tokens]) of one tensor: aug_token
+ * where the deviation exceeds iq_psot_outlier_level, else 1. Layers below
+ * aug_start get aug_token everywhere, and aug_token <= 1 gives all ones. */
+void iq_psot_token_weights(const float *deviation, size_t windows,
+                           size_t tokens, size_t layer,
+                           const iq_psot_options_t *options, float *weights);
+
+/* One layer's captured activations; N = windows * tokens rows, window w
+ * being rows [w * tokens, (w + 1) * tokens). The deviations
+ * ([windows x tokens]) may be NULL, and are then computed from the rows. */
+typedef struct iq_psot_layer_input {
+  const float *x; /* input_layernorm output [N x hidden] */
+  const float *p; /* post_attention_layernorm output [N x hidden] */
+  const float *v; /* v_proj output [N x kv_heads * head_dim] */
+  const float *m; /* o_proj input [N x heads * head_dim] */
+  size_t windows, tokens;
+  size_t hidden, heads, kv_heads, head_dim;
+  size_t layer; /* index, compared with aug_start */
+  const float *x_deviation, *p_deviation, *v_deviation, *m_deviation;
+} iq_psot_layer_input_t;
+
+/* Per-epoch report: the mean stage 1, 2 and 3 losses of that epoch. */
+typedef void (*iq_psot_progress_t)(void *user, int epoch, int epochs,
+                                   const double losses[3]);
+
+/* Runs PSOT on one layer. Outputs (caller-allocated, float, row-major):
+ * q1 and q4 [block_diag][d x d] with d = hidden / block_diag, q2
+ * [kv_heads][head_dim x head_dim], and `loss_history` [epochs][3] (may be
+ * NULL), the mean batch loss of each stage per epoch. Every matrix starts
+ * from iq_random_hadamard(size, seed). Each epoch shuffles the windows
+ * (seeded Fisher-Yates) and takes one Cayley step per stage and batch;
+ * epoch e uses lr * (1 + (lr_end_factor - 1) * e / epochs). With
+ * keep_best, the stage 2 comparison uses Mcost + Vcost * r with the
+ * balance r = Mcost / Vcost of the starting matrices. */
+bool iq_psot_layer(const iq_psot_layer_input_t *input,
+                   const iq_psot_options_t *options,
+                   iq_psot_progress_t progress, void *user, float *q1,
+                   float *q2, float *q4, double *loss_history,
+                   iq_error_t **error);
+
+/* ---- LAC: learned activation clipping, per linear -------------------------
+ * Learns the clip factors f = (1 + sigmoid(c)) / 2 of the asymmetric
+ * activation quantizer in front of one linear layer W [out x in], so that
+ * QDQ(X; f) W^T approaches X W^T: the loss is MSE / stopgrad(MSE), whose
+ * gradient is that of log MSE. Rounding uses the straight-through
+ * estimator, so gradients reach f through the scale s in s * (...) and in
+ * x / s; the zero point gets none. Per-token quantizers (group_size 0)
+ * learn one (f_max, f_min) pair; group-wise ones (the o_proj input, one
+ * group per head) learn one pair per group position. The optimizer is
+ * AdamW (betas 0.9 and 0.999, eps 1e-8, decoupled weight decay) with a
+ * linear warm-up from 0.01 times lr over `warmup` steps, multiplied by a
+ * cosine decay from lr to lr * 1e-3 over all steps. */
+typedef struct iq_lac_options {
+  int bits;            /* 4 */
+  size_t group_size;   /* 0: per token; else group-wise with this group */
+  double init_clip;    /* 0.9: c starts at logit(init_clip), so f = 0.95 */
+  double lr;           /* 0.05 */
+  double weight_decay; /* 0.01 */
+  int epochs;          /* 5 */
+  size_t batch_rows;   /* rows (tokens) per step: 512 */
+  int warmup;          /* 16 steps */
+  uint64_t seed;       /* row shuffling */
+} iq_lac_options_t;
+
+/* Fills `options` with the defaults in the comments above. */
+void iq_lac_options_init(iq_lac_options_t *options);
+
+/* Evaluates the STE loss mean((QDQ(X; f) W^T - X W^T)^2) over `rows` rows
+ * of x ([rows x in]) with clip factors f_max, f_min ([groups], groups = 1
+ * for per-token, in / group_size otherwise). With `grad_max` and
+ * `grad_min` (may be NULL) it also stores d loss / d f. */
+bool iq_lac_loss(const float *x, size_t rows, const float *weight, size_t out,
+                 size_t in, const iq_lac_options_t *options,
+                 const double *f_max, const double *f_min, double *loss,
+                 double *grad_max, double *grad_min, iq_error_t **error);
+
+/* Learns the clip factors; writes f_max and f_min ([groups]) and, when
+ * `loss_history` is not NULL, the mean loss of each epoch ([epochs]). */
+bool iq_lac_learn(const float *x, size_t rows, const float *weight, size_t out,
+                  size_t in, const iq_lac_options_t *options, double *f_max,
+                  double *f_min, double *loss_history, iq_error_t **error);
 
 #ifdef __cplusplus
 }

@@ -1,5 +1,6 @@
 /* Normalized Hadamard transforms of size K * 2^m; see iq/quant.h. */
 #include "iq/quant.h"
+#include "quant_internal.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -282,11 +283,7 @@ bool iq_hadamard_matrix(size_t n, double *matrix, iq_error_t **error) {
 void iq_random_signs(uint64_t seed, size_t n, double *signs) {
   uint64_t state = seed;
   for (size_t i = 0; i < n; ++i) {
-    state += 0x9e3779b97f4a7c15ull;
-    uint64_t z = state;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
+    uint64_t z = iq_splitmix64_next(&state);
     signs[i] = (z >> 63) != 0 ? -1.0 : 1.0;
   }
 }

@@ -1,8 +1,21 @@
 /* Activation and weight quantizers; see iq/quant.h for the formulas. */
 #include "iq/quant.h"
+#include "quant_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+bool iq_quant_check_finite(const float *values, size_t rows, size_t cols,
+                           const char *what, iq_error_t **error) {
+  for (size_t i = 0; i < rows * cols; ++i) {
+    if (!isfinite(values[i])) {
+      return iq_error_set(error, NULL, what, "check the producer of this tensor for overflow",
+                          "value at row %zu, column %zu is %g; quantization needs finite values",
+                          i / cols, i % cols, (double)values[i]);
+    }
+  }
+  return true;
+}
 
 static bool check_bits(int bits, iq_error_t **error) {
   if (bits < 1 || bits > 8) {
@@ -92,6 +105,9 @@ bool iq_quantize_per_token(const float *x, size_t rows, size_t cols, int bits,
     return iq_error_set(error, NULL, "quantizer", NULL,
                         "a per-token quantizer needs at least one column");
   }
+  if (!iq_quant_check_finite(x, rows, cols, "per-token quantizer input", error)) {
+    return false;
+  }
   int maxq = (1 << bits) - 1;
   for (size_t r = 0; r < rows; ++r) {
     float scale, zero;
@@ -123,6 +139,9 @@ bool iq_quantize_groupwise(const float *x, size_t rows, size_t cols,
                         "use a group size that divides the row length",
                         "group size %zu does not divide %zu columns",
                         group_size, cols);
+  }
+  if (!iq_quant_check_finite(x, rows, cols, "group-wise quantizer input", error)) {
+    return false;
   }
   int maxq = (1 << bits) - 1;
   size_t groups = cols / group_size;
@@ -240,6 +259,9 @@ bool iq_weight_quant_params(const float *weight, size_t rows, size_t cols,
     return iq_error_set(error, NULL, "weight quantizer", NULL,
                         "a weight needs at least one input column");
   }
+  if (!iq_quant_check_finite(weight, rows, cols, "weight", error)) {
+    return false;
+  }
   for (size_t r = 0; r < rows; ++r) {
     row_params(weight + r * cols, cols, options, &scales[r], &zeros[r]);
   }
@@ -256,6 +278,9 @@ bool iq_quantize_weight_rtn(const float *weight, size_t rows, size_t cols,
   if (cols == 0) {
     return iq_error_set(error, NULL, "weight quantizer", NULL,
                         "a weight needs at least one input column");
+  }
+  if (!iq_quant_check_finite(weight, rows, cols, "weight", error)) {
+    return false;
   }
   int maxq = (1 << options->bits) - 1;
   for (size_t r = 0; r < rows; ++r) {

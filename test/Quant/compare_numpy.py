@@ -230,7 +230,62 @@ def check_gptq():
     print(f"PASS gptq_numpy ({mismatched:.2%} differ)")
 
 
+def ref_lac(x, w, group, f_max, f_min):
+    """Straight-through LAC loss and gradients in float64 numpy."""
+    rows, cols = x.shape
+    span = cols if group == 0 else group
+    g = x.astype(np.float64).reshape(rows, cols // span, span)
+    xmax, xmin = g.max(-1), g.min(-1)
+    if group == 0:
+        xmax, xmin = np.maximum(xmax, 0), np.minimum(xmin, 0)
+    hi, lo = xmax * f_max, xmin * f_min
+    dmax, dmin = xmax / 15, -xmin / 15
+    reset = (hi == 0) & (lo == 0)
+    hi, lo = np.where(reset, 1.0, hi), np.where(reset, -1.0, lo)
+    s = (hi - lo) / 15
+    eps = 1e-8 if group == 0 else 1e-6
+    small = s < eps
+    s = np.where(small, eps, s)
+    dmax = np.where(reset | small, 0, dmax)
+    dmin = np.where(reset | small, 0, dmin)
+    z = np.rint(-lo / s)
+    level = np.rint(g / s[..., None]) + z[..., None]
+    outside = (level < 0) | (level > 15)
+    clamped = np.clip(level, 0, 15)
+    d_scale = np.where(outside, clamped - z[..., None], clamped - z[..., None] - g / s[..., None])
+    xq = (s[..., None] * (clamped - z[..., None])).reshape(rows, cols)
+    residual = (xq - x) @ w.T.astype(np.float64)
+    loss = np.mean(residual ** 2)
+    d_xq = (2.0 / residual.size) * residual @ w.astype(np.float64)
+    d_s = (d_xq.reshape(g.shape) * d_scale).sum(-1)
+    return loss, (d_s * dmax).sum(0), (d_s * dmin).sum(0)
+
+
+def check_lac():
+    rng = np.random.default_rng(4)
+    rows, cols, out = 300, 32, 12
+    x = rng.standard_t(3, (rows, cols)).astype(F32)
+    x[7] = 0
+    w = (rng.standard_normal((out, cols)) * 0.1).astype(F32)
+    x.tofile(os.path.join(WORK, "lx.bin"))
+    w.tofile(os.path.join(WORK, "lw.bin"))
+    for group in (0, 8):
+        result = subprocess.run([DRIVER, "lac-loss", str(group), str(rows), str(out), str(cols), "0.9", "0.8",
+                                 os.path.join(WORK, "lx.bin"), os.path.join(WORK, "lw.bin")],
+                                check=True, capture_output=True, text=True).stdout.split("\n")
+        loss = float(result[0].split()[1])
+        grads = np.array([[float(v) for v in line.split()[2:]] for line in result[1:] if line])
+        ref_loss, ref_max, ref_min = ref_lac(x, w, group, 0.9, 0.8)
+        if not np.isclose(loss, ref_loss, rtol=1e-9):
+            fail(f"lac_numpy_{group}", f"loss {loss} != {ref_loss}")
+        if not np.allclose(grads[:, 0], ref_max, rtol=1e-7, atol=1e-12) or \
+                not np.allclose(grads[:, 1], ref_min, rtol=1e-7, atol=1e-12):
+            fail(f"lac_numpy_{group}", f"gradients {grads.tolist()} != {ref_max}, {ref_min}")
+        print(f"PASS lac_numpy_group_{group}")
+
+
 check_hadamard()
 check_quantizers()
 check_gptq()
+check_lac()
 print("all numpy comparisons passed")

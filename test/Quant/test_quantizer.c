@@ -235,3 +235,27 @@ IQ_TEST(weight_all_zero_row_stays_zero) {
     IQ_ASSERT_TRUE(out[i] == 0.0f);
   }
 }
+
+IQ_TEST(quantizers_reject_non_finite_values) {
+  const float x[4] = {1.0f, NAN, 0.0f, 2.0f};
+  iq_error_t *error = NULL;
+  IQ_ASSERT_FALSE(iq_quantize_per_token(x, 2, 2, 4, 1.0f, 1.0f, NULL, NULL,
+                                        NULL, NULL, &error));
+  IQ_ASSERT_NOT_NULL(error);
+  IQ_ASSERT_CONTAINS(error->message, "row 0, column 1 is nan");
+  iq_error_destroy(error);
+  error = NULL;
+  IQ_ASSERT_FALSE(iq_quantize_groupwise(x, 1, 4, 2, 4, 1.0f, 1.0f, NULL, NULL,
+                                        NULL, NULL, &error));
+  IQ_ASSERT_NOT_NULL(error);
+  iq_error_destroy(error);
+  iq_weight_quant_options_t options;
+  iq_weight_quant_options_init(&options);
+  const float w[2] = {INFINITY, 1.0f};
+  error = NULL;
+  IQ_ASSERT_FALSE(iq_quantize_weight_rtn(w, 1, 2, &options, NULL, NULL, NULL,
+                                         NULL, &error));
+  IQ_ASSERT_NOT_NULL(error);
+  IQ_ASSERT_CONTAINS(error->message, "inf");
+  iq_error_destroy(error);
+}
