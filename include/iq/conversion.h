@@ -20,6 +20,9 @@ typedef struct iq_lowering_options {
   /* Which linear kernels use OpenMP threads: none, the large ones, or
    * all (for tests on small models). */
   enum { IQ_THREADS_OFF, IQ_THREADS_AUTO, IQ_THREADS_ALWAYS } threads;
+  /* Linears that iq-pack-int4 marked call the int4 kernels
+   * (iq/int4_model.h) instead of the fake-quantized float kernels. */
+  bool int4_kernels;
 } iq_lowering_options_t;
 
 /* Generates, for the module's canonical @forward (after iq-raise-llama),

@@ -17,6 +17,9 @@
  *   weight INDEX NAME DTYPE TRANSPOSED RANK DIM...
  *   end
  *
+ * The cache record is "cache f32" or "cache int4". With int4, slots
+ * 6 + 2l hold an iqk_kv_cache_t * of iq_kernels.h for layer l (capacity C
+ * positions) and slots 7 + 2l are 0; the library links the int4 kernels.
  * DTYPE is an iq_dtype_t name of weight_store.h ("f32", "f16", ...);
  * TRANSPOSED is 0 or 1; weight INDEX counts from 0 in slot order.
  *
@@ -53,5 +56,38 @@
 
 extern const char iq_model_metadata[];
 void iq_model_forward(uint64_t *slots);
+
+/* ---- Calibration observers ----------------------------------------------
+ * A module with iq.observe ops (inserted by iq-insert-observers) compiles
+ * to code that calls iq_runtime_observe(id, data, rows, cols) with each
+ * observed float32 tensor, `rows` tokens of `cols` channels, row-major.
+ * The runtime forwards the call to the observer that a host program
+ * installed with iq_runtime_set_observer, or ignores it when there is
+ * none. That entry point is not part of iq_runtime.h, so hosts find it
+ * with dlsym. Libraries compiled without observers never call it. The
+ * data is valid only during the call. */
+
+/* The observed tensors of a layer, in the order of their ids. */
+typedef enum iq_observe_point {
+  IQ_OBSERVE_X = 0, /* attention-input norm output: q/k/v input */
+  IQ_OBSERVE_P = 1, /* MLP-input norm output: gate/up input */
+  IQ_OBSERVE_V = 2, /* v_proj output */
+  IQ_OBSERVE_M = 3, /* o_proj input */
+  IQ_OBSERVE_Z = 4, /* down_proj input */
+  IQ_OBSERVE_H = 5, /* lm_head input; its layer is the layer count */
+  IQ_OBSERVE_POINT_COUNT = 6,
+} iq_observe_point_t;
+
+#define IQ_OBSERVE_MAX_LAYER 65535
+#define IQ_OBSERVE_ID(layer, point) ((uint64_t)(layer) * IQ_OBSERVE_POINT_COUNT + (uint64_t)(point))
+
+typedef void (*iq_observer_t)(void *user_data, uint64_t id, const float *data, int64_t rows,
+                              int64_t cols);
+
+void iq_runtime_observe(uint64_t id, const float *data, int64_t rows, int64_t cols);
+
+/* Installs `observer` (NULL removes it) for every model of the process.
+ * Not thread-safe: install it before running forward passes. */
+void iq_runtime_set_observer(iq_observer_t observer, void *user_data);
 
 #endif /* IQ_COMPILED_H */

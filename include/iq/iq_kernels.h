@@ -43,6 +43,7 @@ typedef struct iqk_activations {
   uint8_t *codes;
   int32_t *zero, *sum; /* za and asum */
   float *scale;        /* sa */
+  float clip;          /* range factor of the quantizers, 1.0 unless set */
 } iqk_activations_t;
 
 /* Packs row-major codes [n][k] (each 0..15) with per-row zero points
@@ -62,6 +63,10 @@ void iqk_activations_free(iqk_activations_t *activations);
  * scales, in the layout the kernels read. */
 int iqk_activations_set_codes(iqk_activations_t *activations, int64_t m, const uint8_t *codes,
                               const uint8_t *zero_points, const float *scales);
+/* Sets the factor (0 < clip <= 1) that the quantizers below multiply
+ * xmin and xmax by before computing sa and za, as iq_quantize_per_token's
+ * clip_max and clip_min do. */
+int iqk_activations_set_clip(iqk_activations_t *activations, float clip);
 /* Quantizes m float rows [m][k] per token to 4 bits: with
  * xmin = min(min x, 0) and xmax = max(max x, 0) ([-1, 1] for an all-zero
  * row), sa = max((xmax - xmin) / 15, 1e-8), za = round(-xmin / sa) and
@@ -98,6 +103,7 @@ typedef struct iqk_kv_cache {
   uint8_t *k_codes, *v_codes;
   float *k_scale, *k_zero, *v_scale, *v_zero;
   float k_clip, v_clip; /* 1.0 unless set */
+  int v_group_range;    /* 0 unless set: V rows use the per-token rule */
 } iqk_kv_cache_t;
 
 /* Creates an empty cache; head_dim must be a power of two from 2 to 4096. */
@@ -105,6 +111,10 @@ iqk_kv_cache_t *iqk_kv_cache_create(int64_t kv_heads, int64_t head_dim, int64_t 
 void iqk_kv_cache_free(iqk_kv_cache_t *cache);
 /* Sets the clip factors (0 < clip <= 1) of later appends. */
 int iqk_kv_cache_set_clip(iqk_kv_cache_t *cache, float k_clip, float v_clip);
+/* With group_range nonzero, later appends quantize V rows with the rule
+ * of iq_quantize_groupwise instead: the range is the row's own min and
+ * max (times the clip factor), and the smallest scale is 1e-6. */
+int iqk_kv_cache_set_v_group_range(iqk_kv_cache_t *cache, int group_range);
 /* Appends `tokens` positions: k and v are [tokens][kv_heads][head_dim]
  * (k after RoPE). Fails when the cache would exceed its capacity. */
 int iqk_kv_cache_append(iqk_kv_cache_t *cache, int64_t tokens, const float *k, const float *v);

@@ -11,6 +11,7 @@
 #include "mlir-c/IR.h"
 #include "mlir-c/Pass.h"
 
+#include "iq/quant.h"
 #include "iq/support.h"
 
 #ifdef __cplusplus
@@ -111,9 +112,26 @@ bool iq_pipeline_add(MlirPassManager pm, const char *pipeline, iq_error_t **erro
 
 /* ---- Passes ------------------------------------------------------------- */
 
+extern const iq_pass_info_t iq_calibrate_pass;
 extern const iq_pass_info_t iq_canonicalize_pass;
+extern const iq_pass_info_t iq_fuse_norms_pass;
+extern const iq_pass_info_t iq_insert_observers_pass;
+extern const iq_pass_info_t iq_pack_int4_pass;
+extern const iq_pass_info_t iq_psot_pass;
+extern const iq_pass_info_t iq_quantize_pass;
 extern const iq_pass_info_t iq_raise_llama_pass;
+extern const iq_pass_info_t iq_rotate_pass;
 extern const iq_pass_info_t iq_verify_pass;
+
+/* Learns the PSOT rotations of every layer (iq_psot_layer with `options`)
+ * from the X, P, V and M rows of the statistics file, which must keep
+ * every row of every window, and writes them to `output_path` as the
+ * rotations store of iq-rotate method=infoquant: float32 tensors
+ * layers.{i}.q1.{j}, layers.{i}.q4.{j} and layers.{i}.q2.{g}. `module`
+ * supplies the model's sizes (iq.config). Progress goes to stderr. */
+bool iq_psot_write_rotations(MlirOperation module, const char *statistics_path,
+                             const char *output_path, const iq_psot_options_t *options,
+                             iq_error_t **error);
 
 /* The folder a module's relative `iq.weight_store` path is resolved
  * against: the folder of the .mlir file being processed, or of the output

@@ -45,6 +45,31 @@ bool iq_target_emit(MlirOperation module, const iq_target_options_t *options,
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
                            bool openmp, const char *output, iq_error_t **error);
 
+/* Links like iq_target_link_shared and adds the int4 kernels: the
+ * target's libiq_int4_kernels.a (the generated kernels of every
+ * instruction set) and libiq_kernels_rt.a (selection at load, packing,
+ * threads, iq_int4_linear), both found beside the running program, and
+ * pthreads. */
+bool iq_target_link_shared_int4(const char *target, const char *object,
+                                const char *runtime_archive, bool openmp, const char *output,
+                                iq_error_t **error);
+
+/* Writes the path of the runtime archive for `target` beside the running
+ * program (lib/<processor>/libiq_runtime.a next to its bin/ folder) into
+ * `out`. Returns false when that file is not readable. */
+bool iq_target_default_runtime(const char *target, char *out, size_t size);
+
+/* The iq target name of the machine running this code. */
+const char *iq_target_host(void);
+
+/* Builds the shared library `output` for the host CPU from kernel-level
+ * MLIR `source` (iq_lower_to_kernel_source's output): parses it in
+ * `context`, runs `pipeline` (iq_llvm_lowering_pipeline), emits an object
+ * into `folder` and links it with the default runtime archive. Runs in a
+ * child process, so the caller's memory and state are left as they were. */
+bool iq_target_build_host_library(MlirContext context, const char *source, const char *pipeline,
+                                  const char *folder, const char *output, iq_error_t **error);
+
 /* Links the kernel objects (one per instruction set, at most 16) with the
  * target's libiq_kernels_rt.a into the shared library `output`, with
  * pthreads and libm. */

@@ -34,8 +34,10 @@ static void emit_template(iq_text_t *t, const char *template, const char *prefix
 }
 
 /* Quantizes %work[0 .. %hd) into cache slot %slot of @P_codes, @P_scale
- * and @P_zero_points with clip factor %@C: iq_quantize_per_token's rule
- * with the clip applied to the range. */
+ * and @P_zero_points with clip factor %@C. With %@P_contains_zero (i1)
+ * true this is iq_quantize_per_token's rule with the clip applied to the
+ * range. Otherwise it is iq_quantize_groupwise's rule: the range is the
+ * row's own min and max and the smallest scale is 1e-6. */
 static const char cache_quantize_template[] =
     "        %@P_first = memref.load %work[%c0] : memref<?xf32>\n"
     "        %@P_range:2 = scf.for %d = %c1 to %hd step %c1 "
@@ -45,8 +47,11 @@ static const char cache_quantize_template[] =
     "          %low_next = arith.minnumf %low, %v : f32\n"
     "          scf.yield %high_next, %low_next : f32, f32\n"
     "        }\n"
-    "        %@P_high0 = arith.maxnumf %@P_range#0, %f0 : f32\n"
-    "        %@P_low0 = arith.minnumf %@P_range#1, %f0 : f32\n"
+    "        %@P_high_zero = arith.maxnumf %@P_range#0, %f0 : f32\n"
+    "        %@P_low_zero = arith.minnumf %@P_range#1, %f0 : f32\n"
+    "        %@P_high0 = arith.select %@P_contains_zero, %@P_high_zero, %@P_range#0 : f32\n"
+    "        %@P_low0 = arith.select %@P_contains_zero, %@P_low_zero, %@P_range#1 : f32\n"
+    "        %@P_eps = arith.select %@P_contains_zero, %eps, %eps_group : f32\n"
     "        %@P_high1 = arith.mulf %@P_high0, %@C : f32\n"
     "        %@P_low1 = arith.mulf %@P_low0, %@C : f32\n"
     "        %@P_hz = arith.cmpf oeq, %@P_high1, %f0 : f32\n"
@@ -56,7 +61,7 @@ static const char cache_quantize_template[] =
     "        %@P_low = arith.select %@P_both, %f_minus1, %@P_low1 : f32\n"
     "        %@P_span = arith.subf %@P_high, %@P_low : f32\n"
     "        %@P_step0 = arith.divf %@P_span, %f15 : f32\n"
-    "        %@P_step = arith.maxnumf %@P_step0, %eps : f32\n"
+    "        %@P_step = arith.maxnumf %@P_step0, %@P_eps : f32\n"
     "        %@P_neg = arith.negf %@P_low : f32\n"
     "        %@P_zr = arith.divf %@P_neg, %@P_step : f32\n"
     "        %@P_zero = math.roundeven %@P_zr : f32\n"
@@ -141,8 +146,13 @@ void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "%%v_zero_points: memref<?xf32>, %%work: memref<?xf32>, %%tokens: index, "
                  "%%kv_heads: index, %%hd: index, %%capacity: index, %%start: index, "
                  "%%log2hd: index, %%hscale: f32, %%k_clip: f32, %%v_clip: f32, "
-                 "%%head_begin: index, %%head_end: index) {\n%s",
+                 "%%head_begin: index, %%head_end: index, %%v_group_range: i64) {\n%s",
                  isa->name, attention_constants);
+  iq_text_printf(t,
+                 "    %%eps_group = arith.constant 1.0e-06 : f32\n"
+                 "    %%k_contains_zero = arith.constant true\n"
+                 "    %%i64_zero = arith.constant 0 : i64\n"
+                 "    %%v_contains_zero = arith.cmpi eq, %%v_group_range, %%i64_zero : i64\n");
   iq_text_printf(t,
                  "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
                  "      scf.for %%g = %%head_begin to %%head_end step %%c1 {\n"

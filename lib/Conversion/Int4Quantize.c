@@ -12,8 +12,8 @@
  *      [F, K / F] (Sylvester order), then a multiply by 1/sqrt(K);
  *   2. for F > 1, out[a][c] = sum over b of hadF[a][b] * in[b][c], summed
  *      in order of b starting from 0.0;
- *   3. xmax = max(max x, 0), xmin = min(min x, 0) ([-1, 1] when both are
- *      0), s = max((xmax - xmin) / 15, 1e-8), z = roundeven(-xmin / s),
+ *   3. xmax = clip * max(max x, 0), xmin = clip * min(min x, 0) ([-1, 1]
+ *      when both are 0), s = max((xmax - xmin) / 15, 1e-8), z = roundeven(-xmin / s),
  *      code = clamp(roundeven(x / s) + z, 0, 15). */
 #include "Int4KernelsInternal.h"
 
@@ -119,7 +119,7 @@ void iq_int4_emit_quantize(iq_text_t *t, const iq_int4_isa_t *isa, int factor) {
                  "  func.func @%s(%%x: memref<?xf32>, %%codes: memref<?xi8>, "
                  "%%a_zero: memref<?xi32>, %%a_sum: memref<?xi32>, %%a_scale: memref<?xf32>, "
                  "%%work: memref<?xf32>, %%k: index, %%blocks: index, %%panel_rows: index, "
-                 "%%row_begin: index, %%row_end: index, %%log2m: index, %%hscale: f32) {\n"
+                 "%%row_begin: index, %%row_end: index, %%log2m: index, %%hscale: f32, %%clip: f32) {\n"
                  "    %%c0 = arith.constant 0 : index\n"
                  "    %%c1 = arith.constant 1 : index\n"
                  "    %%c64 = arith.constant 64 : index\n"
@@ -160,8 +160,10 @@ void iq_int4_emit_quantize(iq_text_t *t, const iq_int4_isa_t *isa, int factor) {
                  "        %%low_next = arith.minnumf %%low, %%v : f32\n"
                  "        scf.yield %%high_next, %%low_next : f32, f32\n"
                  "      }\n"
-                 "      %%high0 = arith.maxnumf %%range#0, %%f0 : f32\n"
-                 "      %%low0 = arith.minnumf %%range#1, %%f0 : f32\n"
+                 "      %%high_unclipped = arith.maxnumf %%range#0, %%f0 : f32\n"
+                 "      %%low_unclipped = arith.minnumf %%range#1, %%f0 : f32\n"
+                 "      %%high0 = arith.mulf %%high_unclipped, %%clip : f32\n"
+                 "      %%low0 = arith.mulf %%low_unclipped, %%clip : f32\n"
                  "      %%high_zero = arith.cmpf oeq, %%high0, %%f0 : f32\n"
                  "      %%low_zero = arith.cmpf oeq, %%low0, %%f0 : f32\n"
                  "      %%both_zero = arith.andi %%high_zero, %%low_zero : i1\n"

@@ -14,10 +14,13 @@
 #include "mlir-c/BuiltinTypes.h"
 
 #include "Kernels.h"
+#include "QuantKernels.h"
 #include "TextBuffer.h"
 #include "iq/conversion.h"
+#include "iq/int4_model.h"
 #include "iq/iq_compiled.h"
 #include "iq/ir.h"
+#include "iq/quant.h"
 
 /* scf.parallel loops become OpenMP regions. The conversion wraps loop
  * bodies in memref.alloca_scope ops, which convert-scf-to-cf cannot lower
@@ -42,6 +45,7 @@ typedef struct weight_entry {
   bool transposed;
   int64_t dims[2];
   int rank;
+  char value[40], type[80]; /* the memref of the first op reading it */
 } weight_entry_t;
 
 typedef struct lowering {
@@ -57,6 +61,13 @@ typedef struct lowering {
   iq_error_t **error;
   const char *source;
   int threads; /* an IQ_THREADS_ value */
+  bool observe_declared; /* @iq_runtime_observe is declared in globals */
+  bool int4_kernels;     /* lower marked linears to iq_int4_linear calls */
+  bool int4_declared;    /* @iq_int4_linear is declared in globals */
+  bool int4_cache;       /* every attention runs on an int4 KV cache */
+  bool int4_attention_declared;
+  MlirOperation *skipped; /* ops the int4 attention computes itself */
+  size_t num_skipped;
 } lowering_t;
 
 /* The smallest weight matrix (in * out) whose linear kernel runs on
@@ -201,10 +212,21 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("name")));
   bool transposed = mlirBoolAttrGetValue(
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("transposed")));
-  const char *dtype = element_name(mlirShapedTypeGetElementType(type));
+  MlirType element = mlirShapedTypeGetElementType(type);
+  const char *dtype = element_name(element);
+  /* 4-bit weight codes: a flat memref of the packed bytes. */
+  bool codes = mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 4;
+  if (codes)
+    dtype = mlirIntegerTypeIsSigned(element) ? "i4" : "u4";
   intptr_t rank = mlirShapedTypeGetRank(type);
+  /* Packed int4 weights (iq-pack-int4): a flat byte array. */
+  bool packed_bytes = mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 8 &&
+               mlirIntegerTypeIsUnsigned(element) && rank == 1;
+  if (packed_bytes)
+    dtype = "u8";
   if (!dtype || rank < 1 || rank > 2)
-    return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors");
+    return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors, 4-bit "
+                             "codes or 1-D u8 packed int4 weights");
 
   weight_entry_t entry = {.transposed = transposed, .rank = (int)rank};
   snprintf(entry.name, sizeof entry.name, "%.*s", (int)name.length, name.data);
@@ -230,7 +252,14 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   snprintf(sizes[0], sizeof sizes[0], "%lld", (long long)d0);
   snprintf(sizes[1], sizeof sizes[1], "%lld", (long long)d1);
   const char *size_list[2] = {sizes[0], sizes[1]};
-  if (rank == 1)
+  if (codes) {
+    long long bytes = ((long long)entry.dims[0] * (rank == 2 ? entry.dims[1] : 1) + 1) / 2;
+    snprintf(sizes[0], sizeof sizes[0], "%lld", bytes);
+    snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", bytes);
+    rank = 1;
+  } else if (packed_bytes)
+    snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", (long long)d0);
+  else if (rank == 1)
     snprintf(memref_type, sizeof memref_type, "memref<%lldx%s>", (long long)d0, dtype);
   else
     snprintf(memref_type, sizeof memref_type, "memref<%lldx%lldx%s>", (long long)d0,
@@ -238,6 +267,10 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   snprintf(result, sizeof result, "%%weight%d", l->next_id++);
   memref_from_slot(l, result, IQ_SLOT_FIRST_WEIGHT(l->layers) + (int)index, (int)rank, size_list,
                    memref_type);
+  if (!l->weights[index].value[0]) {
+    snprintf(l->weights[index].value, sizeof l->weights[index].value, "%s", result);
+    snprintf(l->weights[index].type, sizeof l->weights[index].type, "%s", memref_type);
+  }
   return add_value(l, mlirOperationGetResult(op, 0), result, memref_type, false) != NULL;
 }
 
@@ -295,9 +328,19 @@ static MlirOperation weight_op(MlirOperation op) {
   return mlirValueIsAOpResult(weight) ? mlirOpResultGetOwner(weight) : (MlirOperation){NULL};
 }
 
+static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize);
+static bool is_int4_linear(const lowering_t *l, MlirOperation op);
+static bool lower_linear_int4(lowering_t *l, MlirOperation op);
+
 static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
+  if (is_int4_linear(l, op))
+    return lower_linear_int4(l, op);
   MlirOperation weight = weight_op(op);
-  if (!iq_op_is(weight, "weight") || mlirOperationGetNumOperands(op) != 2)
+  if (!mlirOperationIsNull(weight) && iq_op_is(weight, "dequantize") &&
+      mlirOperationGetNumOperands(op) == 2)
+    return lower_linear_u4(l, op, weight);
+  if (mlirOperationIsNull(weight) || !iq_op_is(weight, "weight") ||
+      mlirOperationGetNumOperands(op) != 2)
     return lower_fail(l, op, "linear weights must come from iq.weight, without bias");
   MlirType weight_type = mlirValueGetType(mlirOperationGetResult(weight, 0));
   bool transposed = mlirBoolAttrGetValue(
@@ -327,7 +370,537 @@ static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
   return y && call(l, kernel, 3, (lowered_value_t *const[]){x, w, y});
 }
 
+/* ---- Quantized float path ---------------------------------------------- */
+
+static MlirOperation operand_owner(MlirOperation op, intptr_t index) {
+  MlirValue value = mlirOperationGetOperand(op, index);
+  return mlirValueIsAOpResult(value) ? mlirOpResultGetOwner(value) : (MlirOperation){NULL};
+}
+
+/* iq_op_is that is false for a null op. */
+static bool is_iq_op(MlirOperation op, const char *short_name) {
+  return !mlirOperationIsNull(op) && iq_op_is(op, short_name);
+}
+
+static int64_t int_attribute(MlirOperation op, const char *name) {
+  return mlirIntegerAttrGetValueInt(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(name)));
+}
+
+static bool string_attribute_is(MlirOperation op, const char *name, const char *value) {
+  MlirAttribute attr = mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(name));
+  if (mlirAttributeIsNull(attr) || !mlirAttributeIsAString(attr))
+    return false;
+  MlirStringRef text = mlirStringAttrGetValue(attr);
+  return text.length == strlen(value) && memcmp(text.data, value, text.length) == 0;
+}
+
+static bool feeds_only_int4(const lowering_t *l, MlirOperation quantize);
+static MlirOperation fusable_hadamard(MlirOperation quantize);
+
+static bool lower_hadamard(lowering_t *l, MlirOperation op) {
+  /* The int4 quantizer applies a fused transform itself. */
+  MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(op, 0));
+  if (!mlirOpOperandIsNull(use)) {
+    MlirOperation reader = mlirOpOperandGetOwner(use);
+    if (is_iq_op(reader, "quantize") && feeds_only_int4(l, reader) &&
+        !mlirOperationIsNull(fusable_hadamard(reader)))
+      return true;
+  }
+  char kernel[IQ_KERNEL_NAME_SIZE];
+  MlirValue result = mlirOperationGetResult(op, 0);
+  int64_t width = last_dim(result);
+  int64_t size = int_attribute(op, "size");
+  bool transposed = mlirBoolAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("transposed")));
+  if (width < 0)
+    return lower_fail(l, op, "the Hadamard input needs a static last dimension");
+  if (!iq_kernel_hadamard(&l->kernels, &l->kernel_set, width, size, transposed, kernel, l->error))
+    return false;
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *y = x ? allocate(l, result, width) : NULL;
+  return y && call(l, kernel, 2, (lowered_value_t *const[]){x, y});
+}
+
+/* The only op reading the results of `quantize`, when it is a dequantize
+ * of the codes, scales and zero points in that order. */
+static MlirOperation paired_dequantize(MlirOperation quantize) {
+  MlirOperation pair = {NULL};
+  for (intptr_t r = 0; r < 3; ++r) {
+    for (MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(quantize, r));
+         !mlirOpOperandIsNull(use); use = mlirOpOperandGetNextUse(use)) {
+      MlirOperation owner = mlirOpOperandGetOwner(use);
+      if (!is_iq_op(owner, "dequantize") || mlirOpOperandGetOperandNumber(use) != (unsigned)r ||
+          (!mlirOperationIsNull(pair) && !mlirOperationEqual(pair, owner)))
+        return (MlirOperation){NULL};
+      pair = owner;
+    }
+  }
+  return pair;
+}
+
+/* ---- Int4 kernel path ---------------------------------------------------- */
+
+/* A linear that iq-pack-int4 marked, when the int4 path is on. */
+static bool is_int4_linear(const lowering_t *l, MlirOperation op) {
+  return l->int4_kernels && iq_op_is(op, "linear") &&
+         !mlirAttributeIsNull(mlirOperationGetAttributeByName(
+             op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE)));
+}
+
+/* True when every op reading the dequantized result of `quantize` is an
+ * int4 linear, which quantizes its input itself, so the fake quantization
+ * need not be computed. */
+static bool feeds_only_int4(const lowering_t *l, MlirOperation quantize) {
+  MlirOperation dequantize = paired_dequantize(quantize);
+  if (mlirOperationIsNull(dequantize))
+    return false;
+  MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(dequantize, 0));
+  if (mlirOpOperandIsNull(use))
+    return false;
+  for (; !mlirOpOperandIsNull(use); use = mlirOpOperandGetNextUse(use))
+    if (!is_int4_linear(l, mlirOpOperandGetOwner(use)) || mlirOpOperandGetOperandNumber(use) != 0)
+      return false;
+  return true;
+}
+
+/* The iq.hadamard that the int4 quantizer of `quantize` can apply itself:
+ * a transform of the whole last axis (not transposed) whose only reader is
+ * `quantize`, of a size the kernels support. Else a null op. */
+static MlirOperation fusable_hadamard(MlirOperation quantize) {
+  MlirOperation hadamard = operand_owner(quantize, 0);
+  if (!is_iq_op(hadamard, "hadamard"))
+    return (MlirOperation){NULL};
+  MlirValue result = mlirOperationGetResult(hadamard, 0);
+  int64_t width = last_dim(result);
+  MlirAttribute transposed =
+      mlirOperationGetAttributeByName(hadamard, mlirStringRefCreateFromCString("transposed"));
+  bool is_transposed = !mlirAttributeIsNull(transposed) &&
+                       ((mlirAttributeIsABool(transposed) && mlirBoolAttrGetValue(transposed)) ||
+                        (mlirAttributeIsAInteger(transposed) &&
+                         mlirIntegerAttrGetValueInt(transposed) != 0));
+  MlirOpOperand use = mlirValueGetFirstUse(result);
+  bool single = !mlirOpOperandIsNull(use) &&
+                mlirOperationEqual(mlirOpOperandGetOwner(use), quantize) &&
+                mlirOpOperandIsNull(mlirOpOperandGetNextUse(use));
+  if (width < 1 || int_attribute(hadamard, "size") != width || is_transposed || !single)
+    return (MlirOperation){NULL};
+  size_t factor;
+  iq_error_t *error = NULL;
+  bool supported = iq_hadamard_factor((size_t)width, &factor, &error);
+  iq_error_destroy(error);
+  if (!supported)
+    return (MlirOperation){NULL};
+  return hadamard;
+}
+
+/* The float input an int4 linear quantizes: the input of the activation
+ * quantize, or of the Hadamard transform before it when that is fused. */
+static MlirValue int4_source(MlirOperation linear, bool *hadamard) {
+  *hadamard = false;
+  MlirOperation input = operand_owner(linear, 0);
+  if (!is_iq_op(input, "dequantize"))
+    return (MlirValue){NULL};
+  MlirOperation quantize = operand_owner(input, 0);
+  if (!is_iq_op(quantize, "quantize"))
+    return (MlirValue){NULL};
+  MlirOperation fused = fusable_hadamard(quantize);
+  *hadamard = !mlirOperationIsNull(fused);
+  return mlirOperationGetOperand(*hadamard ? fused : quantize, 0);
+}
+
+/* Emits `%NAME_ptr`, the aligned pointer of memref `value` as !llvm.ptr. */
+static void emit_pointer(lowering_t *l, const lowered_value_t *value, int id, const char *name) {
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_%s_index = memref.extract_aligned_pointer_as_index %s : %s -> index\n",
+                 id, name, value->name, value->type);
+  iq_text_printf(t, "    %%int4_%d_%s_i64 = arith.index_cast %%int4_%d_%s_index : index to i64\n", id,
+                 name, id, name);
+  iq_text_printf(t, "    %%int4_%d_%s = llvm.inttoptr %%int4_%d_%s_i64 : i64 to !llvm.ptr\n", id,
+                 name, id, name);
+}
+
+/* A linear marked by iq-pack-int4 becomes a call of iq_int4_linear
+ * (iq/int4_model.h), which quantizes the rows per token (after the fused
+ * Hadamard transform) and runs the integer matrix multiply on the packed
+ * weights. */
+static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
+  MlirAttribute attr =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE));
+  MlirOperation input = operand_owner(op, 0), weight = weight_op(op);
+  MlirOperation quantize = operand_owner(input, 0);
+  MlirType type = is_iq_op(weight, "dequantize")
+                      ? mlirValueGetType(mlirOperationGetResult(weight, 0))
+                      : (MlirType){NULL};
+  int64_t out = mlirTypeIsNull(type) ? -1 : static_dim(type, 0);
+  int64_t in = mlirTypeIsNull(type) ? -1 : static_dim(type, 1);
+  if (!mlirAttributeIsAString(attr) || !is_iq_op(input, "dequantize") ||
+      !is_iq_op(quantize, "quantize") || out < 1 || in < 1)
+    return lower_fail(l, op, "a linear marked %s needs a fake-quantized input and 4-bit weight "
+                             "codes; run iq-pack-int4 on the output of iq-quantize",
+                      IQ_INT4_WEIGHTS_ATTRIBUTE);
+
+  MlirStringRef name = mlirStringAttrGetValue(attr);
+  const weight_entry_t *packed = NULL;
+  for (size_t i = 0; i < l->num_weights; ++i)
+    if (strlen(l->weights[i].name) == name.length &&
+        memcmp(l->weights[i].name, name.data, name.length) == 0)
+      packed = &l->weights[i];
+  if (!packed || strcmp(packed->dtype, "u8") != 0 || packed->rank != 1 ||
+      packed->dims[0] != iq_int4_packed_bytes(out, in))
+    return lower_fail(l, op, "no u8 weight '%.*s' of %lld bytes precedes this linear; run "
+                             "iq-pack-int4 again",
+                      (int)name.length, name.data, (long long)iq_int4_packed_bytes(out, in));
+  double clip = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  if (!(clip > 0.0 && clip <= 1.0))
+    return lower_fail(l, op, "the input quantization's clip_ratio %g is outside (0, 1]", clip);
+
+  bool hadamard;
+  MlirValue source = int4_source(op, &hadamard);
+  lowered_value_t *x = mlirValueIsNull(source) ? NULL : find_value(l, source);
+  if (!x)
+    return lower_fail(l, op, "the input of the int4 linear was not computed");
+  lowered_value_t weights = {0};
+  snprintf(weights.name, sizeof weights.name, "%s", packed->value);
+  snprintf(weights.type, sizeof weights.type, "%s", packed->type);
+  lowered_value_t *y = allocate(l, mlirOperationGetResult(op, 0), out);
+  if (!y)
+    return false;
+
+  if (!l->int4_declared) {
+    iq_text_printf(&l->globals, "  func.func private @iq_int4_linear(!llvm.ptr, i64, i64, "
+                                "!llvm.ptr, i64, !llvm.ptr, i64, f32)\n");
+    l->int4_declared = true;
+  }
+  int id = l->next_id++;
+  emit_pointer(l, &weights, id, "w");
+  emit_pointer(l, x, id, "x");
+  emit_pointer(l, y, id, "y");
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_n = arith.constant %lld : i64\n", id, (long long)out);
+  iq_text_printf(t, "    %%int4_%d_k = arith.constant %lld : i64\n", id, (long long)in);
+  iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, hadamard ? 1 : 0);
+  iq_text_printf(t, "    %%int4_%d_clip = arith.constant %.9e : f32\n", id, (double)(float)clip);
+  iq_text_printf(t, "    func.call @iq_int4_linear(%%int4_%d_w, %%int4_%d_n, %%int4_%d_k, "
+                    "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_h, %%int4_%d_clip) : "
+                    "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, i64, f32) -> ()\n",
+                 id, id, id, id, id, id, id);
+  return true;
+}
+
+/* The ops between RoPE and an attention whose K and V are quantized to
+ * 4 bits as iq-quantize's kv=k4v4 does: q and k each pass a Hadamard
+ * transform of head_dim, K is quantized per (token, KV head) with the
+ * range containing 0 and V with the group's own range. */
+typedef struct int4_attention {
+  MlirOperation q_hadamard, k_hadamard, k_quantize, k_dequantize, v_quantize, v_dequantize;
+  MlirValue q, k, v; /* the float inputs the int4 attention reads */
+  double k_clip, v_clip;
+} int4_attention_t;
+
+/* True when `op` has exactly one reader, `reader`. */
+static bool read_only_by(MlirOperation op, MlirOperation reader) {
+  MlirOpOperand use = mlirValueGetFirstUse(mlirOperationGetResult(op, 0));
+  return !mlirOpOperandIsNull(use) && mlirOperationEqual(mlirOpOperandGetOwner(use), reader) &&
+         mlirOpOperandIsNull(mlirOpOperandGetNextUse(use));
+}
+
+static bool is_head_hadamard(MlirOperation op, int64_t head_dim) {
+  if (!is_iq_op(op, "hadamard") || int_attribute(op, "size") != head_dim)
+    return false;
+  MlirAttribute transposed =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("transposed"));
+  return mlirAttributeIsNull(transposed) ||
+         (mlirAttributeIsABool(transposed) && !mlirBoolAttrGetValue(transposed)) ||
+         (mlirAttributeIsAInteger(transposed) && mlirIntegerAttrGetValueInt(transposed) == 0);
+}
+
+/* A 4-bit unsigned asymmetric per_group quantization of head_dim groups
+ * along the last axis whose paired dequantize only `attention` reads. */
+static bool is_head_quantize(MlirOperation quantize, MlirOperation dequantize,
+                             MlirOperation attention, int64_t head_dim, bool zero_in_range) {
+  if (!is_iq_op(quantize, "quantize") || !is_iq_op(dequantize, "dequantize") ||
+      !mlirOperationEqual(paired_dequantize(quantize), dequantize) ||
+      !read_only_by(dequantize, attention))
+    return false;
+  MlirValue result = mlirOperationGetResult(dequantize, 0);
+  int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(result));
+  MlirAttribute zero_attr =
+      mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("zero_in_range"));
+  bool has_zero = !mlirAttributeIsNull(zero_attr) && mlirAttributeIsABool(zero_attr) &&
+                  mlirBoolAttrGetValue(zero_attr);
+  double clip = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  return int_attribute(quantize, "bits") == 4 &&
+         string_attribute_is(quantize, "granularity", "per_group") &&
+         int_attribute(quantize, "group_size") == head_dim &&
+         int_attribute(quantize, "axis") == rank - 1 && has_zero == zero_in_range &&
+         !mlirBoolAttrGetValue(mlirOperationGetAttributeByName(
+             quantize, mlirStringRefCreateFromCString("symmetric"))) &&
+         !mlirBoolAttrGetValue(mlirOperationGetAttributeByName(
+             quantize, mlirStringRefCreateFromCString("signed"))) &&
+         clip > 0.0 && clip <= 1.0;
+}
+
+/* Matches the int4 KV pattern at `attention`; the softmax scale must be
+ * 1/sqrt(head_dim), the one the int4 kernel applies. */
+static bool match_int4_attention(const lowering_t *l, MlirOperation attention,
+                                 int4_attention_t *match) {
+  int64_t head_dim = l->head_dim;
+  double scale = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(attention, mlirStringRefCreateFromCString("scale")));
+  if ((float)scale != (float)(1.0 / sqrt((double)head_dim)) || head_dim < 2 ||
+      (head_dim & (head_dim - 1)) != 0)
+    return false;
+  match->q_hadamard = operand_owner(attention, 0);
+  match->k_dequantize = operand_owner(attention, 1);
+  match->v_dequantize = operand_owner(attention, 2);
+  if (!is_head_hadamard(match->q_hadamard, head_dim) ||
+      !read_only_by(match->q_hadamard, attention) || !is_iq_op(match->k_dequantize, "dequantize") ||
+      !is_iq_op(match->v_dequantize, "dequantize"))
+    return false;
+  match->k_quantize = operand_owner(match->k_dequantize, 0);
+  match->v_quantize = operand_owner(match->v_dequantize, 0);
+  if (!is_head_quantize(match->k_quantize, match->k_dequantize, attention, head_dim, true) ||
+      !is_head_quantize(match->v_quantize, match->v_dequantize, attention, head_dim, false))
+    return false;
+  match->k_hadamard = operand_owner(match->k_quantize, 0);
+  if (!is_head_hadamard(match->k_hadamard, head_dim) ||
+      !read_only_by(match->k_hadamard, match->k_quantize))
+    return false;
+  match->q = mlirOperationGetOperand(match->q_hadamard, 0);
+  match->k = mlirOperationGetOperand(match->k_hadamard, 0);
+  match->v = mlirOperationGetOperand(match->v_quantize, 0);
+  match->k_clip = mlirFloatAttrGetValueDouble(mlirOperationGetAttributeByName(
+      match->k_quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  match->v_clip = mlirFloatAttrGetValueDouble(mlirOperationGetAttributeByName(
+      match->v_quantize, mlirStringRefCreateFromCString("clip_ratio")));
+  return true;
+}
+
+static bool is_skipped(const lowering_t *l, MlirOperation op) {
+  for (size_t i = 0; i < l->num_skipped; ++i)
+    if (mlirOperationEqual(l->skipped[i], op))
+      return true;
+  return false;
+}
+
+/* Decides whether the KV caches are int4: when the int4 path is on and
+ * every attention matches, and then records the ops the int4 attention
+ * replaces. */
+static bool plan_int4_cache(lowering_t *l, MlirBlock block) {
+  size_t attentions = 0, matched = 0;
+  int4_attention_t match;
+  for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);
+       op = mlirOperationGetNextInBlock(op)) {
+    if (!iq_op_is(op, "attention"))
+      continue;
+    ++attentions;
+    if (match_int4_attention(l, op, &match))
+      ++matched;
+  }
+  l->int4_cache = l->int4_kernels && attentions > 0 && matched == attentions;
+  if (!l->int4_cache)
+    return true;
+  l->skipped = calloc(6 * attentions, sizeof *l->skipped);
+  if (!l->skipped)
+    return lower_fail(l, (MlirOperation){NULL}, "out of memory");
+  for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);
+       op = mlirOperationGetNextInBlock(op)) {
+    if (!iq_op_is(op, "attention") || !match_int4_attention(l, op, &match))
+      continue;
+    MlirOperation replaced[6] = {match.q_hadamard, match.k_hadamard, match.k_quantize,
+                                 match.k_dequantize, match.v_quantize, match.v_dequantize};
+    for (int i = 0; i < 6; ++i)
+      l->skipped[l->num_skipped++] = replaced[i];
+  }
+  return true;
+}
+
+/* An attention over an int4 KV cache becomes a call of iq_int4_attention
+ * (iq/int4_model.h) on the cache object in the layer's first cache slot,
+ * with q and k before their Hadamard transforms and v before
+ * quantization: the kernels transform and quantize them themselves. */
+static bool lower_attention_int4(lowering_t *l, MlirOperation op) {
+  int4_attention_t match;
+  if (!match_int4_attention(l, op, &match))
+    return lower_fail(l, op, "the attention does not match the int4 KV cache pattern");
+  int64_t heads = int_attribute(op, "num_heads");
+  lowered_value_t *q = find_value(l, match.q), *k = find_value(l, match.k);
+  lowered_value_t *v = find_value(l, match.v);
+  lowered_value_t *cache = operand(l, op, 3), *values = operand(l, op, 4);
+  lowered_value_t *positions = operand(l, op, 5);
+  if (!q || !k || !v || !cache || !values || !positions)
+    return lower_fail(l, op, "the inputs of the int4 attention were not computed");
+  if (mlirValueIsABlockArgument(mlirOperationGetOperand(op, 3)) == false ||
+      mlirValueIsABlockArgument(mlirOperationGetOperand(op, 4)) == false)
+    return lower_fail(l, op, "the attention's caches must be function arguments");
+  lowered_value_t *out = allocate(l, mlirOperationGetResult(op, 0), heads * l->head_dim);
+  if (!out)
+    return false;
+  /* The results name the cache arguments, as on the float path. */
+  if (!add_value(l, mlirOperationGetResult(op, 1), cache->name, cache->type, false) ||
+      !add_value(l, mlirOperationGetResult(op, 2), values->name, values->type, false))
+    return lower_fail(l, op, "out of memory");
+
+  if (!l->int4_attention_declared) {
+    iq_text_printf(&l->globals, "  func.func private @iq_int4_attention(!llvm.ptr, !llvm.ptr, "
+                                "!llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, f32, f32, i64, "
+                                "!llvm.ptr)\n");
+    l->int4_attention_declared = true;
+  }
+  int id = l->next_id++;
+  emit_pointer(l, cache, id, "cache");
+  emit_pointer(l, q, id, "q");
+  emit_pointer(l, k, id, "k");
+  emit_pointer(l, v, id, "v");
+  emit_pointer(l, positions, id, "positions");
+  emit_pointer(l, out, id, "out");
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_heads = arith.constant %lld : i64\n", id, (long long)heads);
+  iq_text_printf(t, "    %%int4_%d_k_clip = arith.constant %.9e : f32\n", id,
+                 (double)(float)match.k_clip);
+  iq_text_printf(t, "    %%int4_%d_v_clip = arith.constant %.9e : f32\n", id,
+                 (double)(float)match.v_clip);
+  iq_text_printf(t, "    %%int4_%d_v_group = arith.constant 1 : i64\n", id);
+  iq_text_printf(t, "    func.call @iq_int4_attention(%%int4_%d_cache, %%int4_%d_q, %%int4_%d_k, "
+                    "%%int4_%d_v, %%int4_%d_positions, %%tokens_i64, %%int4_%d_heads, "
+                    "%%int4_%d_k_clip, %%int4_%d_v_clip, %%int4_%d_v_group, %%int4_%d_out) : "
+                    "(!llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, !llvm.ptr, i64, i64, f32, f32, "
+                    "i64, !llvm.ptr) -> ()\n",
+                 id, id, id, id, id, id, id, id, id, id);
+  return true;
+}
+
+/* A quantize whose results only a dequantize reads is fake quantization:
+ * one kernel computes the dequantized values, and the codes, scales and
+ * zero points are never stored. */
+static bool lower_quantize(lowering_t *l, MlirOperation op) {
+  if (feeds_only_int4(l, op))
+    return true;
+  MlirOperation dequantize = paired_dequantize(op);
+  if (mlirOperationIsNull(dequantize))
+    return lower_fail(l, op, "iq.quantize lowers only when a matching iq.dequantize alone reads "
+                             "its codes, scales and zero points (fake quantization)");
+
+  MlirValue result = mlirOperationGetResult(dequantize, 0);
+  int64_t width = last_dim(result);
+  int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(result));
+  int64_t bits = int_attribute(op, "bits");
+  bool per_token = string_attribute_is(op, "granularity", "per_token");
+  bool per_group = string_attribute_is(op, "granularity", "per_group");
+  bool symmetric = mlirBoolAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("symmetric")));
+  bool is_signed = mlirBoolAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("signed")));
+  if (width < 0 || (!per_token && !per_group) || int_attribute(op, "axis") != rank - 1 ||
+      symmetric || is_signed)
+    return lower_fail(l, op, "activation quantization lowers only as unsigned asymmetric "
+                             "per_token or per_group along the last axis");
+
+  int64_t group = per_group ? int_attribute(op, "group_size") : width;
+  /* per_token ranges contain 0; per_group ranges are the group's own min
+   * and max unless the op carries zero_in_range = true (the K cache). */
+  MlirAttribute zero_attr =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("zero_in_range"));
+  bool include_zero = per_token || (!mlirAttributeIsNull(zero_attr) &&
+                                    mlirAttributeIsABool(zero_attr) &&
+                                    mlirBoolAttrGetValue(zero_attr));
+  double clip = mlirFloatAttrGetValueDouble(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("clip_ratio")));
+
+  char kernel[IQ_KERNEL_NAME_SIZE];
+  iq_kernel_fake_quant(&l->kernels, &l->kernel_set, width, group, (int)bits, clip, include_zero,
+                       kernel);
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *y = x ? allocate(l, result, width) : NULL;
+  return y && call(l, kernel, 2, (lowered_value_t *const[]){x, y});
+}
+
+/* A dequantize of activations was computed by its quantize; one of
+ * weight codes is read by the linear that uses it. */
+static bool lower_dequantize(lowering_t *l, MlirOperation op) {
+  if (find_value(l, mlirOperationGetResult(op, 0)))
+    return true;
+  MlirOperation quantize = operand_owner(op, 0);
+  if (is_iq_op(quantize, "quantize") && feeds_only_int4(l, quantize))
+    return true;
+  if (is_iq_op(operand_owner(op, 0), "weight"))
+    return true;
+  return lower_fail(l, op, "iq.dequantize lowers only after its iq.quantize or on weight codes");
+}
+
+static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize) {
+  MlirOperation codes = operand_owner(dequantize, 0);
+  MlirType type = mlirValueGetType(mlirOperationGetResult(dequantize, 0));
+  int64_t out = static_dim(type, 0), in = static_dim(type, 1);
+  if (!is_iq_op(codes, "weight") || !is_iq_op(operand_owner(dequantize, 1), "weight") ||
+      !is_iq_op(operand_owner(dequantize, 2), "weight") || out < 0 || in < 0 ||
+      int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 1 ||
+      !string_attribute_is(dequantize, "granularity", "per_channel"))
+    return lower_fail(l, op, "quantized weights lower only as 4-bit per_channel codes (axis 1), "
+                             "scales and zero points from iq.weight ops");
+  char kernel[IQ_KERNEL_NAME_SIZE];
+  iq_kernel_linear_u4(&l->kernels, &l->kernel_set, in, out, kernel);
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *c = operand(l, dequantize, 0), *s = operand(l, dequantize, 1);
+  lowered_value_t *z = operand(l, dequantize, 2);
+  if (!x || !c || !s || !z)
+    return false;
+  lowered_value_t *y = allocate(l, mlirOperationGetResult(op, 0), out);
+  return y && call(l, kernel, 5, (lowered_value_t *const[]){x, c, s, z, y});
+}
+
+/* An observer becomes a call of iq_runtime_observe (iq_compiled.h) with
+ * the buffer's address, its row count (the tokens of this call) and its
+ * channel count. Buffers come from memref.alloc, so they are contiguous
+ * and start at their aligned pointer. */
+static bool lower_observe(lowering_t *l, MlirOperation op) {
+  int64_t layer = mlirIntegerAttrGetValueInt(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("layer")));
+  MlirStringRef point = mlirStringAttrGetValue(
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString("point")));
+  static const char point_names[IQ_OBSERVE_POINT_COUNT] = {'X', 'P', 'V', 'M', 'Z', 'H'};
+  int point_index = -1;
+  for (int i = 0; i < IQ_OBSERVE_POINT_COUNT; ++i)
+    if (point.length == 1 && point.data[0] == point_names[i])
+      point_index = i;
+  int64_t channels = last_dim(mlirOperationGetOperand(op, 0));
+  if (point_index < 0 || layer < 0 || layer > IQ_OBSERVE_MAX_LAYER || channels < 1)
+    return lower_fail(l, op, "invalid observer: run iq-verify on the module");
+  lowered_value_t *x = operand(l, op, 0);
+  if (!x)
+    return false;
+
+  if (!l->observe_declared) {
+    iq_text_printf(&l->globals,
+                   "  func.func private @iq_runtime_observe(i64, !llvm.ptr, i64, i64)\n");
+    l->observe_declared = true;
+  }
+  iq_text_t *t = &l->body;
+  int id = l->next_id++;
+  iq_text_printf(t, "    %%observe%d_index = memref.extract_aligned_pointer_as_index %s : %s -> index\n",
+                 id, x->name, x->type);
+  iq_text_printf(t, "    %%observe%d_bits = arith.index_cast %%observe%d_index : index to i64\n", id,
+                 id);
+  iq_text_printf(t, "    %%observe%d_data = llvm.inttoptr %%observe%d_bits : i64 to !llvm.ptr\n",
+                 id, id);
+  iq_text_printf(t, "    %%observe%d_id = arith.constant %llu : i64\n", id,
+                 (unsigned long long)IQ_OBSERVE_ID(layer, point_index));
+  iq_text_printf(t, "    %%observe%d_columns = arith.constant %lld : i64\n", id,
+                 (long long)channels);
+  iq_text_printf(t, "    func.call @iq_runtime_observe(%%observe%d_id, %%observe%d_data, %%tokens_i64, "
+                    "%%observe%d_columns) : (i64, !llvm.ptr, i64, i64) -> ()\n",
+                 id, id, id);
+  return true;
+}
+
 static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
+  if (is_skipped(l, op))
+    return true;
+  if (l->int4_cache && iq_op_is(op, "attention"))
+    return lower_attention_int4(l, op);
   char kernel[IQ_KERNEL_NAME_SIZE];
   MlirValue result = mlirOperationGetNumResults(op) > 0 ? mlirOperationGetResult(op, 0)
                                                          : (MlirValue){NULL};
@@ -335,6 +908,14 @@ static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
     return lower_weight(l, op);
   if (iq_op_is(op, "linear") || iq_op_is(op, "lm_head"))
     return lower_linear(l, op, logits);
+  if (iq_op_is(op, "hadamard"))
+    return lower_hadamard(l, op);
+  if (iq_op_is(op, "quantize"))
+    return lower_quantize(l, op);
+  if (iq_op_is(op, "dequantize"))
+    return lower_dequantize(l, op);
+  if (iq_op_is(op, "observe"))
+    return lower_observe(l, op);
 
   MlirStringRef name = mlirIdentifierStr(mlirOperationGetName(op));
   if (name.length == 14 && memcmp(name.data, "arith.constant", 14) == 0)
@@ -514,10 +1095,10 @@ static void emit_metadata(lowering_t *l, const iq_lowering_options_t *options, i
   iq_text_t text = {0};
   iq_text_printf(&text, "iq-model %d\ntarget %s\nquantization %s\n", IQ_COMPILED_METADATA_VERSION,
                  options->target, options->quantization);
-  iq_text_printf(&text, "config %lld %lld %lld %lld %lld %lld %lld %.9g %.9g\ncache f32\n",
+  iq_text_printf(&text, "config %lld %lld %lld %lld %lld %lld %lld %.9g %.9g\ncache %s\n",
                  (long long)l->layers, (long long)l->hidden, (long long)l->heads,
                  (long long)l->kv_heads, (long long)l->head_dim, (long long)l->ffn,
-                 (long long)l->vocab, l->theta, l->epsilon);
+                 (long long)l->vocab, l->theta, l->epsilon, l->int4_cache ? "int4" : "f32");
   for (size_t i = 0; i < l->num_weights; ++i) {
     const weight_entry_t *w = &l->weights[i];
     iq_text_printf(&text, "weight %zu %s %s %d %d", i, w->name, w->dtype, w->transposed ? 1 : 0,
@@ -535,7 +1116,8 @@ static void emit_metadata(lowering_t *l, const iq_lowering_options_t *options, i
 
 char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_t *options,
                                 iq_error_t **error) {
-  lowering_t l = {.error = error, .threads = options->threads};
+  lowering_t l = {.error = error, .threads = options->threads,
+                  .int4_kernels = options->int4_kernels};
   MlirAttribute config =
       mlirOperationGetAttributeByName(module, mlirStringRefCreateFromCString("iq.config"));
   if (mlirAttributeIsNull(config) || !mlirAttributeIsADictionary(config)) {
@@ -571,6 +1153,7 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
 
   bool ok = emit_prologue(&l, function);
   MlirBlock block = mlirRegionGetFirstBlock(mlirOperationGetRegion(function, 0));
+  ok = ok && plan_int4_cache(&l, block);
 
   /* The index of each op, and for every value the last op reading it. */
   size_t num_ops = 0;
@@ -592,8 +1175,26 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
   size_t index = 0;
   for (MlirOperation op = mlirBlockGetFirstOperation(block); last_uses && !mlirOperationIsNull(op);
        op = mlirOperationGetNextInBlock(op), ++index) {
-    for (intptr_t i = 0; i < mlirOperationGetNumOperands(op); ++i) {
-      MlirValue value = mlirOperationGetOperand(op, i);
+    /* An int4 linear also reads the float input of its quantization. */
+    intptr_t operands = mlirOperationGetNumOperands(op);
+    bool int4 = is_int4_linear(&l, op);
+    /* So does an int4 attention, of its q, k and v before the transforms. */
+    int4_attention_t attention;
+    bool int4_attention = l.int4_cache && iq_op_is(op, "attention") &&
+                          match_int4_attention(&l, op, &attention);
+    MlirValue attention_inputs[3] = {{NULL}, {NULL}, {NULL}};
+    if (int4_attention) {
+      attention_inputs[0] = attention.q;
+      attention_inputs[1] = attention.k;
+      attention_inputs[2] = attention.v;
+    }
+    for (intptr_t i = 0; i < operands + 4; ++i) {
+      bool hadamard;
+      MlirValue value = i < operands      ? mlirOperationGetOperand(op, i)
+                        : i == operands   ? (int4 ? int4_source(op, &hadamard) : (MlirValue){NULL})
+                                          : attention_inputs[i - operands - 1];
+      if (mlirValueIsNull(value))
+        continue;
       size_t u = 0;
       while (u < num_last_uses && !mlirValueEqual(last_uses[u].value, value))
         ++u;
@@ -655,5 +1256,6 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
   iq_kernel_set_free(&l.kernel_set);
   free(l.values);
   free(l.weights);
+  free(l.skipped);
   return result;
 }

@@ -121,8 +121,7 @@ bool iq_op_is(MlirOperation op, const char *short_name) {
 }
 
 bool iq_op_is_pure(MlirOperation op) {
-  /* Every op defined so far computes a value from its operands only. Ops
-   * with effects (observers that record statistics, for example) must be
-   * excluded here when they are added. */
-  return iq_op_is_iq(op);
+  /* Every op but iq.observe computes a value from its operands only; an
+   * observer records its operand, which is an effect. */
+  return iq_op_is_iq(op) && !iq_op_is(op, "observe");
 }

@@ -1,6 +1,7 @@
 /* Semantic verification of iq ops: the element types, shape agreements and
  * attribute ranges that IRDL in MLIR 19 cannot express. */
 #include "iq/ir.h"
+#include "iq/iq_compiled.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -491,6 +492,23 @@ static void verify_hadamard(verifier_t *v) {
   expect_same_shape_and_element(v, out, x, "result", "the input");
 }
 
+static void verify_observe(verifier_t *v) {
+  MlirType x = operand_type(v, 0);
+  if (!expect_ranked(v, x, "input") || !expect_float_elements(v, x, "input"))
+    return;
+  if (rank_of(x) != 3) {
+    fail(v, "input must be [batch, seq, channels], got rank %lld", (long long)rank_of(x));
+    return;
+  }
+  if (dim_of(x, 2) < 1) {
+    fail(v, "the channel dimension must be static");
+    return;
+  }
+  int64_t layer = int_attribute(v, "layer");
+  if (layer < 0 || layer > IQ_OBSERVE_MAX_LAYER)
+    fail(v, "'layer' is %lld, expected 0 to %d", (long long)layer, IQ_OBSERVE_MAX_LAYER);
+}
+
 /* ---- Driver ------------------------------------------------------------- */
 
 typedef struct op_rule {
@@ -504,7 +522,7 @@ static const op_rule_t op_rules[] = {
     {"iq.rope", verify_rope},             {"iq.attention", verify_attention},
     {"iq.silu_mul", verify_silu_mul},     {"iq.lm_head", verify_projection},
     {"iq.quantize", verify_quantize},     {"iq.dequantize", verify_dequantize},
-    {"iq.hadamard", verify_hadamard},
+    {"iq.hadamard", verify_hadamard},     {"iq.observe", verify_observe},
 };
 
 static MlirWalkResult verify_one(MlirOperation op, void *user_data) {

@@ -189,6 +189,27 @@ irdl.dialect @iq {
     }
   }
 
+  // A calibration observer: records its operand x [batch, seq, channels]
+  // when the compiled model runs, and computes nothing. `layer` is the
+  // decoder layer (the number of layers for the lm_head input) and `point`
+  // names the tensor: X (attention-input norm output, the q/k/v input),
+  // P (MLP-input norm output, the gate/up input), V (v_proj output),
+  // M (o_proj input), Z (down_proj input) or H (lm_head input). It has an
+  // effect, so passes must not erase it as dead code.
+  irdl.operation @observe {
+    %x = irdl.base "!builtin.tensor"
+    %layer = irdl.base "#builtin.integer"
+    %x_point = irdl.is "X"
+    %p_point = irdl.is "P"
+    %v_point = irdl.is "V"
+    %m_point = irdl.is "M"
+    %z_point = irdl.is "Z"
+    %h_point = irdl.is "H"
+    %point = irdl.any_of(%x_point, %p_point, %v_point, %m_point, %z_point, %h_point)
+    irdl.operands(%x)
+    irdl.attributes { "layer" = %layer, "point" = %point }
+  }
+
   // Orthonormal Hadamard transform of every contiguous block of `size`
   // elements along the last axis: y = x * H / sqrt(size), or x * H^T /
   // sqrt(size) when `transposed` is 1. `size` is a power of two or K * 2^m

@@ -106,7 +106,14 @@ static void run_append_part(void *context, int part, int parts) {
                                        task->work_per_part),
                        task->tokens, c->kv_heads, c->head_dim, c->capacity, c->length,
                        log2_exact(c->head_dim), (float)(1.0 / sqrt((double)c->head_dim)),
-                       c->k_clip, c->v_clip, begin, end);
+                       c->k_clip, c->v_clip, begin, end, c->v_group_range ? 1 : 0);
+}
+
+int iqk_kv_cache_set_v_group_range(iqk_kv_cache_t *cache, int group_range) {
+  if (!cache)
+    return iqk_fail("iqk_kv_cache_set_v_group_range: cache must not be NULL");
+  cache->v_group_range = group_range != 0;
+  return 0;
 }
 
 int iqk_kv_cache_append(iqk_kv_cache_t *cache, int64_t tokens, const float *k, const float *v) {

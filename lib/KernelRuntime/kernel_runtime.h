@@ -33,23 +33,27 @@ typedef void iqk_gemm_fn(IQK_KERNEL_ARGUMENTS, IQK_MEMREF(int32_t), int64_t bloc
 #define IQK_CHUNK_BLOCKS 32
 
 /* iqk_<isa>_quantize[_h<F>](x, codes, zero, sum, scale, work, K, blocks,
- * panel_rows, row_begin, row_end, log2(K / F), 1 / sqrt(K)): quantizes
- * rows [row_begin, row_end) of x, after the Hadamard transform for the _h
- * variants, which use work[0, 2K). */
+ * panel_rows, row_begin, row_end, log2(K / F), 1 / sqrt(K), clip):
+ * quantizes rows [row_begin, row_end) of x, after the Hadamard transform
+ * for the _h variants, which use work[0, 2K); the range is multiplied by
+ * clip. */
 typedef void iqk_quantize_fn(IQK_MEMREF(float), IQK_MEMREF(uint8_t), IQK_MEMREF(int32_t),
                              IQK_MEMREF(int32_t), IQK_MEMREF(float), IQK_MEMREF(float), int64_t k,
                              int64_t blocks, int64_t panel_rows, int64_t row_begin,
-                             int64_t row_end, int64_t log2m, float hscale);
+                             int64_t row_end, int64_t log2m, float hscale, float clip);
 
 /* iqk_<isa>_kv_append(k, v, k_codes, k_scale, k_zero, v_codes, v_scale,
  * v_zero, work, tokens, kv_heads, head_dim, capacity, start, log2(head_dim),
- * 1 / sqrt(head_dim), k_clip, v_clip, head_begin, head_end). */
+ * 1 / sqrt(head_dim), k_clip, v_clip, head_begin, head_end,
+ * v_group_range); v_group_range selects the group rule for V rows (see
+ * iqk_kv_cache_set_v_group_range). */
 typedef void iqk_kv_append_fn(IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(uint8_t),
                               IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(uint8_t),
                               IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(float),
                               int64_t tokens, int64_t kv_heads, int64_t head_dim,
                               int64_t capacity, int64_t start, int64_t log2hd, float hscale,
-                              float k_clip, float v_clip, int64_t head_begin, int64_t head_end);
+                              float k_clip, float v_clip, int64_t head_begin, int64_t head_end,
+                              int64_t v_group_range);
 /* iqk_<isa>_attention(q, out, k_codes, k_scale, k_zero, v_codes, v_scale,
  * v_zero, work, tokens, heads, kv_heads, head_dim, capacity, position,
  * log2(head_dim), 1 / sqrt(head_dim), softmax_scale, head_begin, head_end);

@@ -350,6 +350,7 @@ iqk_activations_t *iqk_activations_create(int64_t max_m, int64_t k) {
   a->k = k;
   a->blocks = (k + IQK_BLOCK_K - 1) / IQK_BLOCK_K;
   a->capacity = max_m;
+  a->clip = 1.0f;
   int64_t rows = (max_m + IQK_PANEL_ROWS - 1) / IQK_PANEL_ROWS * IQK_PANEL_ROWS;
   a->codes = aligned_zeroed((size_t)(rows * a->blocks * IQK_BLOCK_K));
   a->zero = aligned_zeroed((size_t)rows * sizeof(int32_t));
@@ -452,7 +453,7 @@ static void run_quantize_part(void *context, int part, int parts) {
       IQK_MEMREF_ARGS(a->codes, rows * a->blocks * IQK_BLOCK_K), IQK_MEMREF_ARGS(a->zero, rows),
       IQK_MEMREF_ARGS(a->sum, rows), IQK_MEMREF_ARGS(a->scale, rows),
       IQK_MEMREF_ARGS(work, task->work ? 2 * a->k : 0), a->k, a->blocks, a->panel_rows,
-      row_begin, row_end, task->log2m, task->hscale);
+      row_begin, row_end, task->log2m, task->hscale, a->clip);
 }
 
 /* Runs quantizer `variant` over the rows on the library's threads. */
@@ -474,6 +475,15 @@ static int quantize_rows(iqk_activations_t *a, int64_t m, const float *x, int va
   }
   iqk_parallel_run(threads, run_quantize_part, &task);
   free(task.work);
+  return 0;
+}
+
+int iqk_activations_set_clip(iqk_activations_t *activations, float clip) {
+  if (!activations)
+    return iqk_fail("iqk_activations_set_clip: activations must not be NULL");
+  if (!(clip > 0.0f && clip <= 1.0f))
+    return iqk_fail("invalid activation clip factor %g; use a value in (0, 1]", (double)clip);
+  activations->clip = clip;
   return 0;
 }
 

@@ -186,10 +186,15 @@ static iq_status_t parse_config(const record_t *record, iq_model_config_t *confi
   return IQ_OK;
 }
 
-static iq_status_t parse_cache(const record_t *record) {
+static iq_status_t parse_cache(const record_t *record, iq_rt_metadata_t *metadata) {
   iq_status_t status = expect_fields(record, 2);
-  if (status == IQ_OK && strcmp(record->fields[1], "f32") != 0) {
-    return fail_at(record, "unsupported cache type (this runtime allocates f32 caches)",
+  if (status != IQ_OK) {
+    return status;
+  }
+  if (strcmp(record->fields[1], "int4") == 0) {
+    metadata->int4_cache = true;
+  } else if (strcmp(record->fields[1], "f32") != 0) {
+    return fail_at(record, "unsupported cache type (this runtime allocates f32 and int4 caches)",
                    record->fields[1]);
   }
   return status;
@@ -329,7 +334,7 @@ static iq_status_t parse_record(const record_t *record, iq_rt_metadata_t *metada
     case SEEN_CONFIG:
       return parse_config(record, &metadata->config);
     default:
-      return parse_cache(record);
+      return parse_cache(record, metadata);
     }
   }
   return fail_at(record, "unknown record", kind);

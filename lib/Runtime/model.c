@@ -24,6 +24,15 @@ int32_t iq_runtime_num_threads(void) { return atomic_load(&process_num_threads);
 /* Libraries whose kernels use OpenMP link LLVM's libomp; the others do
  * not, so the call is made only when the symbol resolved. */
 extern void omp_set_num_threads(int count) __attribute__((weak));
+/* Libraries with int4 linears also link the int4 kernel runtime
+ * (iq_kernels.h); the others do not define these. */
+extern int iqk_set_num_threads(int threads) __attribute__((weak));
+struct iqk_kernel_set;
+extern const struct iqk_kernel_set *iqk_selected_set(void) __attribute__((weak));
+extern const char *iqk_last_error(void) __attribute__((weak));
+struct iqk_kv_cache;
+extern struct iqk_kv_cache *iqk_kv_cache_create(int64_t kv_heads, int64_t head_dim,
+                                                int64_t capacity) __attribute__((weak));
 
 /* Picks the thread count: the option, else IQ_NUM_THREADS, else the
  * number of online CPUs. */
@@ -193,6 +202,11 @@ iq_status_t iq_model_open(const char *weight_file, const iq_model_options_t *opt
   atomic_init(&result->references, 1);
   result->num_threads = num_threads;
   status = iq_rt_metadata_parse(iq_model_metadata, &result->metadata);
+  if (status == IQ_OK && result->metadata.int4_cache && !iqk_kv_cache_create) {
+    status = iq_rt_fail(IQ_ERROR_FORMAT, "iq_model_metadata: the library declares an int4 KV "
+                                         "cache but does not contain the int4 kernels; recompile "
+                                         "the model with iq-compile");
+  }
   if (status == IQ_OK) {
     status = open_weights(result, weight_file);
   }
@@ -200,9 +214,19 @@ iq_status_t iq_model_open(const char *weight_file, const iq_model_options_t *opt
     free_model(result);
     return status;
   }
+  /* The int4 kernels picked their instruction set when the library was
+   * loaded; none is picked when IQ_KERNEL names a set this CPU lacks. */
+  if (iqk_selected_set && !iqk_selected_set()) {
+    free_model(result);
+    return iq_rt_fail(IQ_ERROR_INVALID_ARGUMENT, "iq_model_open: no int4 kernel set is usable: %s",
+                      iqk_last_error ? iqk_last_error() : "unknown reason");
+  }
   atomic_store(&process_num_threads, num_threads);
   if (omp_set_num_threads)
     omp_set_num_threads(num_threads);
+  /* The kernel pool takes at most 64 threads. */
+  if (iqk_set_num_threads)
+    iqk_set_num_threads(num_threads > 64 ? 64 : num_threads);
   *model = result;
   return IQ_OK;
 }

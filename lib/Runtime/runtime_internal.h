@@ -30,6 +30,9 @@ typedef struct iq_rt_metadata {
   iq_model_config_t config;
   iq_rt_weight_spec_t *weights;
   size_t weight_count;
+  /* "cache int4": each layer's KV cache is an iqk_kv_cache_t of the int4
+   * kernels (iq_kernels.h) instead of two float32 buffers. */
+  bool int4_cache;
 } iq_rt_metadata_t;
 
 struct iq_model {

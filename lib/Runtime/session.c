@@ -26,13 +26,25 @@ struct iq_session {
   int32_t scratch_rows;
 };
 
+/* The int4 KV cache of iq_kernels.h, in libraries that link the kernels. */
+struct iqk_kv_cache;
+extern struct iqk_kv_cache *iqk_kv_cache_create(int64_t kv_heads, int64_t head_dim,
+                                                int64_t capacity) __attribute__((weak));
+extern void iqk_kv_cache_free(struct iqk_kv_cache *cache) __attribute__((weak));
+extern const char *iqk_last_error(void) __attribute__((weak));
+
 void iq_session_destroy(iq_session_t *session) {
   if (!session) {
     return;
   }
   if (session->caches) {
+    bool int4 = session->model->metadata.int4_cache;
     for (int32_t i = 0; i < 2 * session->model->metadata.config.layers; ++i) {
-      free(session->caches[i]);
+      if (int4 && iqk_kv_cache_free) {
+        iqk_kv_cache_free((struct iqk_kv_cache *)(void *)session->caches[i]);
+      } else {
+        free(session->caches[i]);
+      }
     }
   }
   free(session->caches);
@@ -44,7 +56,36 @@ void iq_session_destroy(iq_session_t *session) {
   free(session);
 }
 
+/* One iqk_kv_cache_t per layer, in the even cache slots. */
+static iq_status_t allocate_int4_caches(iq_session_t *session) {
+  const iq_model_config_t *config = &session->model->metadata.config;
+  if (!iqk_kv_cache_create || !iqk_kv_cache_free) {
+    return iq_rt_fail(IQ_ERROR_FORMAT, "iq_session_create: the library declares an int4 KV "
+                                       "cache but lacks the int4 kernels; recompile it");
+  }
+  int32_t buffers = 2 * config->layers;
+  session->caches = calloc((size_t)buffers, sizeof *session->caches);
+  if (!session->caches) {
+    return iq_rt_fail(IQ_ERROR_OUT_OF_MEMORY, "iq_session_create: out of memory");
+  }
+  for (int32_t layer = 0; layer < config->layers; ++layer) {
+    struct iqk_kv_cache *cache =
+        iqk_kv_cache_create(config->num_kv_heads, config->head_dim, session->max_context);
+    if (!cache) {
+      return iq_rt_fail(IQ_ERROR_OUT_OF_MEMORY,
+                        "iq_session_create: cannot create the int4 KV cache of layer %d for %d "
+                        "positions: %s",
+                        layer, session->max_context, iqk_last_error ? iqk_last_error() : "");
+    }
+    session->caches[2 * layer] = (float *)(void *)cache;
+  }
+  return IQ_OK;
+}
+
 static iq_status_t allocate_caches(iq_session_t *session) {
+  if (session->model->metadata.int4_cache) {
+    return allocate_int4_caches(session);
+  }
   const iq_model_config_t *config = &session->model->metadata.config;
   uint64_t elements = 0;
   uint64_t bytes = 0;
@@ -207,6 +248,17 @@ static void run_compiled(iq_session_t *session, const int32_t *tokens, int32_t c
   iq_model_forward(slots);
 }
 
+/* The first failure of the int4 kernels during the last forward pass, in
+ * libraries that have them (iq/int4_model.h). */
+extern const char *iq_int4_take_error(void) __attribute__((weak));
+
+static iq_status_t int4_status(void) {
+  const char *message = iq_int4_take_error ? iq_int4_take_error() : NULL;
+  if (message)
+    return iq_rt_fail(IQ_ERROR_INTERNAL, "iq_session_forward: %s", message);
+  return IQ_OK;
+}
+
 iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int32_t count,
                                int32_t position, float *logits, int32_t last_only) {
   iq_status_t status = check_forward_arguments(session, tokens, count, position);
@@ -218,8 +270,9 @@ iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int
   /* Every row wanted: the compiled code writes into the caller's buffer. */
   if (logits && !last_only) {
     run_compiled(session, tokens, count, position, logits);
-    session->length = position + count;
-    return IQ_OK;
+    status = int4_status();
+    session->length = status == IQ_OK ? position + count : position;
+    return status;
   }
 
   status = ensure_scratch(session, count);
@@ -230,6 +283,9 @@ iq_status_t iq_session_forward(iq_session_t *session, const int32_t *tokens, int
   while (done < count) {
     int32_t chunk = count - done < session->scratch_rows ? count - done : session->scratch_rows;
     run_compiled(session, tokens + done, chunk, position + done, session->logits);
+    status = int4_status();
+    if (status != IQ_OK)
+      return status;
     done += chunk;
     /* The cache now contains valid entries up to the chunk's end, which the
      * next chunk's attention reads. */

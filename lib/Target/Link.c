@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "iq/target.h"
 
@@ -97,5 +98,75 @@ bool iq_target_link_kernels(const char *target, const char *const *objects, size
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     return iq_error_set(error, output, driver, "the linker's messages above say why",
                         "linking the kernel library failed");
+  return true;
+}
+
+/* Writes lib/<processor>/NAME beside the running program's bin/ folder
+ * into `out`; false when that file is not readable. */
+static bool archive_beside_program(const char *target, const char *name, char *out, size_t size) {
+  char self[4096];
+  ssize_t length = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (length <= 0)
+    return false;
+  self[length] = '\0';
+  char *slash = strrchr(self, '/');
+  if (!slash)
+    return false;
+  *slash = '\0';
+  const char *processor = strncmp(target, "aarch64", 7) == 0 ? "aarch64" : "x86_64";
+  int written = snprintf(out, size, "%.3900s/../lib/%s/%s", self, processor, name);
+  return written > 0 && (size_t)written < size && access(out, R_OK) == 0;
+}
+
+bool iq_target_link_shared_int4(const char *target, const char *object,
+                                const char *runtime_archive, bool openmp, const char *output,
+                                iq_error_t **error) {
+  const char *driver = NULL;
+  if (strcmp(target, "x86_64-linux-gnu") == 0)
+    driver = "cc";
+  else if (strcmp(target, "aarch64-linux-gnu") == 0)
+    driver = "aarch64-linux-gnu-gcc";
+  else
+    return iq_error_set(error, NULL, "--target", NULL, "unsupported target '%s'", target);
+  char kernels[4200], kernel_runtime[4200];
+  if (!archive_beside_program(target, "libiq_int4_kernels.a", kernels, sizeof kernels) ||
+      !archive_beside_program(target, "libiq_kernels_rt.a", kernel_runtime, sizeof kernel_runtime))
+    return iq_error_set(error, NULL, target,
+                        "build them (cmake --build build), or compile with --kernels=float",
+                        "the int4 kernel archives for %s (libiq_int4_kernels.a and "
+                        "libiq_kernels_rt.a) were not found beside this program",
+                        target);
+
+  /* Both kernel archives go in whole: the dispatch table of the kernel
+   * runtime names every instruction set's functions, and the library
+   * exports the iqk_* interface. */
+  char *const arguments[] = {(char *)driver,
+                             "-shared",
+                             "-o",
+                             (char *)output,
+                             (char *)object,
+                             "-Wl,--whole-archive",
+                             (char *)runtime_archive,
+                             kernel_runtime,
+                             kernels,
+                             "-Wl,--no-whole-archive",
+                             "-pthread",
+                             "-lm",
+                             "-Wl,-z,noexecstack",
+                             openmp ? "-l:libomp.so.5" : NULL,
+                             NULL};
+  pid_t pid;
+  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
+  if (status != 0)
+    return iq_error_set(error, NULL, driver,
+                        "install the target's C compiler (scripts/setup.sh installs gcc and "
+                        "gcc-aarch64-linux-gnu)",
+                        "cannot run the linker: %s", strerror(status));
+  if (waitpid(pid, &status, 0) < 0)
+    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
+                        strerror(errno));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return iq_error_set(error, output, driver, "the linker's messages above say why",
+                        "linking the shared library failed");
   return true;
 }

@@ -12,8 +12,15 @@
 
 /* Sorted by name, so --help lists them in order. */
 static const iq_pass_info_t *const registered_passes[] = {
+    &iq_calibrate_pass,
     &iq_canonicalize_pass,
+    &iq_fuse_norms_pass,
+    &iq_insert_observers_pass,
+    &iq_pack_int4_pass,
+    &iq_psot_pass,
+    &iq_quantize_pass,
     &iq_raise_llama_pass,
+    &iq_rotate_pass,
     &iq_verify_pass,
 };
 #define NUM_PASSES (sizeof registered_passes / sizeof registered_passes[0])

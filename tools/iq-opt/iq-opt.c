@@ -14,6 +14,8 @@
 #include "iq/onnx.h"
 #include "iq/onnx_import.h"
 #include "iq/passes.h"
+#include "iq/weight_overlay.h"
+#include "iq/statistics.h"
 #include "iq/support.h"
 
 #define IQ_OPT_VERSION "0.1.0"
@@ -29,6 +31,8 @@ typedef struct options {
   bool print_debug_info;
   bool allow_unregistered;
   const char *weight_store; /* --weight-store, or NULL for the default */
+  const char *stats_dump;   /* --iq-stats-dump: a statistics file to summarize */
+  const char *stats_csv;    /* --iq-stats-csv: where the dump writes per-channel CSV */
 } options_t;
 
 static void print_usage(FILE *stream) {
@@ -51,9 +55,13 @@ static void print_usage(FILE *stream) {
         "  --mlir-print-op-generic       print every op in the generic form\n"
         "  --mlir-print-debuginfo        print locations\n"
         "  --allow-unregistered-dialect  accept ops of dialects that are not registered\n"
-        "  --weight-store=FILE           for .onnx input: where to write the weights (default:\n"
-        "                                the output's name with .iqw, or the model's name with\n"
-        "                                .iqw in the current folder when writing to stdout)\n"
+        "  --weight-store=FILE           where to write the weights of an .onnx input, or the\n"
+        "                                weights that passes rewrote (default: the output's\n"
+        "                                name with .iqw; for an .onnx input written to stdout,\n"
+        "                                the model's name with .iqw in the current folder)\n"
+        "  --iq-stats-dump=FILE          print a per-layer summary of a calibration statistics\n"
+        "                                file (.iqs) instead of processing an input\n"
+        "  --iq-stats-csv=FILE           with --iq-stats-dump: also write per-channel CSV to FILE\n"
         "  --log-level=LEVEL             error, warning (default), info or debug\n"
         "  --help                        show this help and exit\n"
         "  --version                     show the version and exit\n"
@@ -169,6 +177,14 @@ static int parse_arguments(int argc, char **argv, options_t *options) {
       if (!iq_log_parse_level(text, &level))
         return usage_error("invalid --log-level '%s'; use error, warning, info or debug", text);
       iq_log_set_level(level);
+    } else if (strncmp(arg, "--iq-stats-dump=", 16) == 0) {
+      options->stats_dump = arg + 16;
+      if (!*options->stats_dump)
+        return usage_error("%s needs a file name", "--iq-stats-dump=");
+    } else if (strncmp(arg, "--iq-stats-csv=", 15) == 0) {
+      options->stats_csv = arg + 15;
+      if (!*options->stats_csv)
+        return usage_error("%s needs a file name", "--iq-stats-csv=");
     } else if (strncmp(arg, "--weight-store=", 15) == 0) {
       options->weight_store = arg + 15;
       if (!*options->weight_store)
@@ -302,6 +318,47 @@ static void print_module(MlirOperation root, const options_t *options, output_bu
   output_append(output, "\n", 1);
 }
 
+/* Writes the tensors that passes added to the weight overlay, with every
+ * other tensor the module still names, into a new store: --weight-store,
+ * or the output's name with .iqw. Records the path in `written` so the
+ * caller can remove the file if a later step fails. */
+static bool write_rewritten_weights(MlirOperation root, const options_t *options, char *written,
+                                    size_t written_size) {
+  if (!iq_overlay_pending())
+    return true;
+  char path[4096];
+  const char *reference;
+  if (options->weight_store) {
+    snprintf(path, sizeof path, "%s", options->weight_store);
+    reference = options->weight_store;
+  } else if (strcmp(options->output, "-") != 0) {
+    const char *slash = strrchr(options->output, '/');
+    const char *dot = strrchr(options->output, '.');
+    size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - options->output)
+                                                 : strlen(options->output);
+    snprintf(path, sizeof path, "%.*s.iqw", (int)stem, options->output);
+    reference = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+  } else {
+    iq_overlay_reset();
+    fputs("iq-opt: error: the passes rewrote weights, which need a new weight store; give an "
+          "output file (-o FILE) or --weight-store=FILE\n",
+          stderr);
+    return false;
+  }
+  iq_error_t *error = NULL;
+  if (!iq_overlay_write_store(root, path, reference, &error)) {
+    iq_error_print(error, "iq-opt", stderr);
+    iq_error_destroy(error);
+    iq_overlay_reset();
+    return false;
+  }
+  snprintf(written, written_size, "%s", path);
+  iq_log(IQ_LOG_INFO, "wrote the rewritten weights to %s", path);
+  return true;
+}
+
+static char rewritten_store_path[4096];
+
 /* Parses, verifies, transforms and prints one chunk that starts on line
  * `first_line` of the input. Diagnostics go to the context's handler. */
 static bool process_chunk(MlirContext context, MlirPassManager pm, const options_t *options,
@@ -325,12 +382,16 @@ static bool process_chunk(MlirContext context, MlirPassManager pm, const options
     return false;
 
   MlirOperation root = mlirModuleGetOperation(module);
+  iq_overlay_reset();
   bool ok = iq_verify(root);
   if (ok && !mlirPassManagerIsNull(pm))
     ok = mlirLogicalResultIsSuccess(mlirPassManagerRunOnOp(pm, root)) && iq_verify(root);
+  ok = ok && write_rewritten_weights(root, options, rewritten_store_path,
+                                     sizeof rewritten_store_path);
 
   if (ok)
     print_module(root, options, output);
+  iq_overlay_reset();
   mlirModuleDestroy(module);
   return ok;
 }
@@ -419,11 +480,15 @@ static bool process_onnx(MlirContext context, MlirPassManager pm, const options_
   set_base_dir_of(options->weight_store || strcmp(options->output, "-") == 0 ? "." : path, true);
 
   MlirOperation root = mlirModuleGetOperation(module);
+  iq_overlay_reset();
   bool ok = iq_verify(root);
   if (ok && !mlirPassManagerIsNull(pm))
     ok = mlirLogicalResultIsSuccess(mlirPassManagerRunOnOp(pm, root)) && iq_verify(root);
+  ok = ok && write_rewritten_weights(root, options, rewritten_store_path,
+                                     sizeof rewritten_store_path);
   if (ok)
     print_module(root, options, output);
+  iq_overlay_reset();
   mlirModuleDestroy(module);
   return ok;
 }
@@ -517,15 +582,26 @@ static int run(int argc, char **argv) {
     return status < 0 ? 0 : status;
   }
 
+  if (options.stats_csv && !options.stats_dump) {
+    free(options.flag_pipeline);
+    return usage_error("%s needs --iq-stats-dump=FILE", "--iq-stats-csv");
+  }
+  if (options.stats_dump) {
+    iq_error_t *dump_error = NULL;
+    bool dumped = iq_statistics_dump(options.stats_dump, stdout, options.stats_csv, &dump_error);
+    if (!dumped) {
+      iq_error_print(dump_error, "iq-opt", stderr);
+      iq_error_destroy(dump_error);
+    }
+    free(options.flag_pipeline);
+    return dumped ? 0 : 1;
+  }
+
   bool onnx_input = ends_with(options.input, ".onnx");
   if (onnx_input && (options.split_marker || options.verify_diagnostics)) {
     free(options.flag_pipeline);
     return usage_error("%s apply to MLIR input, not to an ONNX model",
                        "--split-input-file and --verify-diagnostics");
-  }
-  if (!onnx_input && options.weight_store) {
-    free(options.flag_pipeline);
-    return usage_error("%s applies to ONNX input only", "--weight-store");
   }
 
   iq_error_t *error = NULL;
@@ -615,6 +691,8 @@ static int run(int argc, char **argv) {
   /* The weight store belongs to the output: without one, remove it. */
   if (!(ok && processed) && *store_path)
     unlink(store_path);
+  if (!(ok && processed) && *rewritten_store_path && strcmp(rewritten_store_path, store_path) != 0)
+    unlink(rewritten_store_path);
   free(output.data);
   if (!mlirPassManagerIsNull(pm))
     mlirPassManagerDestroy(pm);

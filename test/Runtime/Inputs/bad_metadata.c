@@ -40,8 +40,10 @@ const char iq_model_metadata[] = "iq-model 1\n" HEADER CONFIG WEIGHTS "end\n";
 #elif VARIANT == 10
 const char iq_model_metadata[] = "iq-model 1\n" HEADER CONFIG "cache f32\n" WEIGHTS
                                  "end\nweight 3 extra f32 0 1 8\n";
+#elif VARIANT == 11
+const char iq_model_metadata[] = "iq-model 1\n" HEADER CONFIG "cache int4\n" WEIGHTS "end\n";
 #else
-#error "pass -DVARIANT=1..10"
+#error "pass -DVARIANT=1..11"
 #endif
 
 void iq_model_forward(uint64_t *slots) { (void)slots; }

@@ -1,4 +1,4 @@
-/* Tokenizers for iq-run: one interface over three file formats.
+/* Tokenizers for iq-run and calibration: one interface over three file formats.
  *
  * - llama2.c's tokenizer.bin and the vocabulary inside a GGUF file use
  *   SentencePiece's BPE: pieces with scores, merged best score first.
@@ -6,8 +6,8 @@
  *   SentencePiece-style (LLaMA-1/2: "▁" for spaces, byte fallback) or
  *   byte-level (GPT-2, LLaMA-3: every byte mapped to a printable char).
  */
-#ifndef IQ_RUN_TOKENIZER_H
-#define IQ_RUN_TOKENIZER_H
+#ifndef IQ_TOKENIZER_H
+#define IQ_TOKENIZER_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -121,4 +121,4 @@ tokenizer_t *tokenizer_load_hf(const char *path, const char *text, iq_error_t **
 bool pretokenize_byte_level(pretokenizer_t kind, const char *text, size_t length,
                             size_t **starts, size_t **lengths, size_t *count);
 
-#endif /* IQ_RUN_TOKENIZER_H */
+#endif /* IQ_TOKENIZER_H */

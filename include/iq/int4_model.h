@@ -1,0 +1,61 @@
+/* The int4 path of a compiled model: the packed weight tensor that
+ * iq-pack-int4 stores for each W4A4 linear, and the functions that the
+ * emitted forward code calls to run it. Those run the kernels of
+ * iq_kernels.h, linked into the same library (docs/int4-model.md). */
+#ifndef IQ_INT4_MODEL_H
+#define IQ_INT4_MODEL_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The discardable attribute iq-pack-int4 puts on an iq.linear: the name of
+ * the u8 weight-store tensor holding its packed weights. */
+#define IQ_INT4_WEIGHTS_ATTRIBUTE "iq.int4_weights"
+
+/* The packed tensor of an [n, k] weight is one u8 array of
+ * iq_int4_packed_bytes(n, k) bytes. It starts with the codes in the layout
+ * of iqk_weights_pack (groups of 4 rows, blocks of 64 k, 128 bytes each).
+ * Then come int32 zero points, int32 code sums and float32 scales, one per
+ * row of the padded row count, a multiple of 4 whose extra rows are zero.
+ * Every part starts at a multiple of 16 bytes from the tensor's start. */
+static inline int64_t iq_int4_padded_rows(int64_t n) { return (n + 3) / 4 * 4; }
+static inline int64_t iq_int4_code_bytes(int64_t n, int64_t k) {
+  return iq_int4_padded_rows(n) / 4 * ((k + 63) / 64) * 128;
+}
+static inline int64_t iq_int4_packed_bytes(int64_t n, int64_t k) {
+  return iq_int4_code_bytes(n, k) + 3 * 4 * iq_int4_padded_rows(n);
+}
+
+/* y[m][n] = Q(x) * W^T for m rows of x [m][k], where Q quantizes each row
+ * per token to 4 bits with the range multiplied by `clip` (0 < clip <= 1)
+ * and, when `hadamard` is 1, after the online Hadamard transform of size k.
+ * `packed` is the tensor described above. Failures are recorded for
+ * iq_int4_take_error; y is then left unspecified. */
+void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
+                    float *y, int64_t hadamard, float clip);
+
+/* Runs the attention of `tokens` queries at positions[0] .. positions[0] +
+ * tokens - 1 over the int4 KV cache `cache` (an iqk_kv_cache_t). It drops
+ * cached positions from positions[0] on, appends k and v
+ * ([tokens][kv_heads][head_dim], k after RoPE and before its Hadamard
+ * transform), and writes out [tokens][heads][head_dim] from q (after RoPE,
+ * before its transform). K and V rows are quantized with the clip factors;
+ * V rows use the group rule of iq_quantize_groupwise when
+ * `v_group_range` is 1, else the per-token rule. Failures are recorded
+ * for iq_int4_take_error. */
+void iq_int4_attention(void *cache, const float *q, const float *k, const float *v,
+                       const int64_t *positions, int64_t tokens, int64_t heads, float k_clip,
+                       float v_clip, int64_t v_group_range, float *out);
+
+/* Returns the first failure message recorded since the last call and
+ * clears it, or NULL when there was none. */
+const char *iq_int4_take_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IQ_INT4_MODEL_H */
