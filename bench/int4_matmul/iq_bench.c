@@ -2,7 +2,7 @@
  * peers quantize their float input too), the machine's read bandwidth and
  * its int8 multiply-add peak, with a fixed number of threads.
  * Usage: iq_bench THREADS M K N [M K N ...]; prints one line per result:
- *   iq SET M K N median_ms GB/s GOPS
+ *   iq SET M K N median_ms GB/s GOPS best_ms
  *   bandwidth GB/s        peak-avx2 GOPS        peak-vnni GOPS
  * (the limits are the best of several runs, iq's times the median)
  * The weights cycle through enough copies to exceed 2 x 32 MiB, so each
@@ -89,9 +89,9 @@ static int bench_matmul(int64_t m, int64_t k, int64_t n) {
     times[i] = now() - start;
   }
   double seconds = median(times, calls);
-  printf("iq %s %lld %lld %lld %.4f %.2f %.1f\n", iqk_kernel_name(), (long long)m, (long long)k,
-         (long long)n, seconds * 1e3, bytes / seconds / 1e9,
-         2.0 * (double)m * (double)n * (double)k / seconds / 1e9);
+  printf("iq %s %lld %lld %lld %.4f %.2f %.1f %.4f\n", iqk_kernel_name(), (long long)m,
+         (long long)k, (long long)n, seconds * 1e3, bytes / seconds / 1e9,
+         2.0 * (double)m * (double)n * (double)k / seconds / 1e9, times[0] * 1e3);
   fflush(stdout);
   for (int c = 0; c < copies; ++c)
     iqk_weights_free(w[c]);

@@ -137,19 +137,18 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
     return;
   case IQ_INT4_AVXVNNI:
   case IQ_INT4_AVX512VNNI: {
-    /* LLVM 19 declares vpdpbusd on i32 vectors; the bytes are bitcast. */
+    /* LLVM 19 declares vpdpbusd on i32 vectors; the bytes are bitcast.
+     * The block's chain starts from zero and is added to `acc` last, so
+     * the loop-carried dependency is one vpaddd, not two vpdpbusd. */
     const char *pairs[2][2] = {{lo, a0}, {hi, a1}};
-    const char *previous = acc;
+    const char *previous = "narrow_zero";
     char name[2][64];
     for (int i = 0; i < 2; ++i) {
       iq_text_printf(t, "        %%%s_w%d = vector.bitcast %%%s : vector<32xi8> to vector<8xi32>\n",
                      out, i, pairs[i][0]);
       iq_text_printf(t, "        %%%s_a%d = vector.bitcast %%%s : vector<32xi8> to vector<8xi32>\n",
                      out, i, pairs[i][1]);
-      if (i == 0)
-        snprintf(name[i], sizeof name[i], "%s_d0", out);
-      else
-        snprintf(name[i], sizeof name[i], "%s", out);
+      snprintf(name[i], sizeof name[i], "%s_d%d", out, i);
       iq_text_printf(t,
                      "        %%%s = llvm.call_intrinsic \"llvm.x86.avx512.vpdpbusd.256\"(%%%s, "
                      "%%%s_w%d, %%%s_a%d) : (vector<8xi32>, vector<8xi32>, vector<8xi32>) -> "
@@ -157,12 +156,15 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
                      name[i], previous, out, i, out, i);
       previous = name[i];
     }
+    iq_text_printf(t, "        %%%s = arith.addi %%%s, %%%s : vector<8xi32>\n", out, acc, previous);
     return;
   }
   case IQ_INT4_DOTPROD:
   case IQ_INT4_I8MM: {
+    /* As for VNNI, the four udot of a block chain from zero, and one add
+     * carries the sum across blocks. */
     const char *pairs[2][2] = {{lo, a0}, {hi, a1}};
-    const char *previous = acc;
+    const char *previous = "narrow_zero";
     char name[4][64];
     for (int i = 0; i < 4; ++i) {
       const char *w = pairs[i / 2][0], *a = pairs[i / 2][1];
@@ -173,10 +175,7 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
                      "        %%%s_a%d = vector.extract_strided_slice %%%s {offsets = [%d], "
                      "sizes = [16], strides = [1]} : vector<32xi8> to vector<16xi8>\n",
                      out, i, w, offset, out, i, a, offset);
-      if (i < 3)
-        snprintf(name[i], sizeof name[i], "%s_d%d", out, i);
-      else
-        snprintf(name[i], sizeof name[i], "%s", out);
+      snprintf(name[i], sizeof name[i], "%s_d%d", out, i);
       iq_text_printf(t,
                      "        %%%s = llvm.call_intrinsic \"llvm.aarch64.neon.udot.v4i32.v16i8\"(%%%s, "
                      "%%%s_w%d, %%%s_a%d) : (vector<4xi32>, vector<16xi8>, vector<16xi8>) -> "
@@ -184,6 +183,7 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
                      name[i], previous, out, i, out, i);
       previous = name[i];
     }
+    iq_text_printf(t, "        %%%s = arith.addi %%%s, %%%s : vector<4xi32>\n", out, acc, previous);
     return;
   }
   }
