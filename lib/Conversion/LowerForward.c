@@ -105,9 +105,6 @@ static lowered_value_t *find_value(lowering_t *l, MlirValue value) {
 
 static lowered_value_t *add_value(lowering_t *l, MlirValue value, const char *name,
                                   const char *type, bool owned) {
-  /* iq_lower_to_kernel_source sizes the array for every value, so this
-   * growth (which would leave callers' entry pointers dangling) is only a
-   * fallback. */
   if (l->num_values == l->capacity) {
     size_t capacity = l->capacity ? l->capacity * 2 : 256;
     lowered_value_t **grown = realloc(l->values, capacity * sizeof *grown);
@@ -1158,9 +1155,9 @@ char *iq_lower_to_kernel_source(MlirOperation module, const iq_lowering_options_
     return NULL;
   }
 
-  /* Lowering functions keep pointers to entries of l.values while they add
-   * results, so the array is sized once for every value the function can
-   * define (block arguments and op results, twice over) and never moves. */
+  /* The table of lowered values is sized once for every value the function
+   * can define (block arguments and op results, twice over), so it does
+   * not grow while ops are lowered. */
   MlirBlock block = mlirRegionGetFirstBlock(mlirOperationGetRegion(function, 0));
   size_t defined = (size_t)mlirBlockGetNumArguments(block);
   for (MlirOperation op = mlirBlockGetFirstOperation(block); !mlirOperationIsNull(op);

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Check that two iq-run --perplexity outputs agree to a number of significant digits.
+"""Check that two iq-run --perplexity outputs agree within a relative tolerance.
 
-Each file is the standard output of one iq-run --perplexity run; the
-"perplexity: X" line is compared after rounding both values to --digits
-significant digits. Prints one OK line, or a FAIL line and exits with 1.
+Each file is the standard output of one iq-run --perplexity run, and the
+"perplexity: X" lines are compared as |test - reference| / reference.
+Prints one OK line, or a FAIL line and exits with 1.
 """
 
 import argparse
@@ -24,16 +24,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reference")
     parser.add_argument("test")
-    parser.add_argument("--digits", type=int, required=True,
-                        help="significant digits that must be equal")
+    parser.add_argument("--tolerance", type=float, required=True,
+                        help="the largest relative difference allowed")
     args = parser.parse_args()
     reference, test = read_perplexity(args.reference), read_perplexity(args.test)
-    rounded = [float(f"{value:.{args.digits}g}") for value in (reference, test)]
-    if rounded[0] != rounded[1]:
-        print(f"FAIL: perplexity {test} differs from {reference} in the first {args.digits} "
-              "significant digits")
+    difference = abs(test - reference) / reference
+    if difference > args.tolerance:
+        print(f"FAIL: perplexity {test} differs from {reference} by {difference:.2%}, more than "
+              f"{args.tolerance:.2%}")
         return 1
-    print(f"OK perplexity {test} equals {reference} to {args.digits} significant digits")
+    print(f"OK perplexity {test} against {reference}: {difference:.2%} apart "
+          f"(tolerance {args.tolerance:.2%})")
     return 0
 
 
