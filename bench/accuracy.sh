@@ -14,11 +14,13 @@
 #   WEIGHTS (rtn): weight quantizer of the W4A4KV4 libraries, rtn or gptq
 #   PSOT_ARGS (""): extra iq-compile options for InfoQuant, e.g.
 #     "--psot-epochs 8 --psot-lr 0.1"
+#   KV_MODES ("k4v4 k4v16"): KV cache modes of the W4A4KV4 libraries
 #   THREADS (1): iq-run worker threads
 #   CAL_BUDGET (2048): calibration memory budget in MiB
 #   IQ_BIN (build/bin): folder of iq-compile and iq-run
 # Prints a Markdown table of perplexities, the share of the float-QuaRot
-# gap that InfoQuant closes, and the time of every step.
+# gap that InfoQuant closes, and the time of every step. Each perplexity is
+# also appended to OUTDIR/results.txt as soon as it is measured.
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
@@ -31,6 +33,7 @@ out_dir="${4:-$(mktemp -d)}"
 context="${CONTEXT:-512}" windows="${WINDOWS:-8}"
 cal_windows="${CAL_WINDOWS:-16}" cal_length="${CAL_LENGTH:-512}"
 seeds="${SEEDS:-0}" weights="${WEIGHTS:-rtn}" psot_args="${PSOT_ARGS:-}" threads="${THREADS:-1}"
+kv_modes="${KV_MODES:-k4v4 k4v16}"
 bin="${IQ_BIN:-$root_dir/build/bin}"
 mkdir -p "$out_dir"
 
@@ -74,6 +77,7 @@ perplexity() {
     exit 1
   fi
   printf '| perplexity %s | %s |\n' "$name" "$(elapsed "$start" "$(now)")" >> "$timings"
+  echo "$name $value" >> "$out_dir/results.txt"
   echo "$value"
 }
 
@@ -83,28 +87,34 @@ result[float]=$(perplexity float)
 compile w4a16 --quant=w4a16
 result[w4a16]=$(perplexity w4a16)
 
-for kv in k4v4 k4v16; do
+for kv in $kv_modes; do
   compile "rtn_$kv" --quant=w4a4kv4 --kv="$kv" --weights="$weights" \
     $([ "$weights" = gptq ] && echo "${calibration[@]}")
   result[rtn_$kv]=$(perplexity "rtn_$kv")
 done
 
 for seed in $seeds; do
-  for kv in k4v4 k4v16; do
+  for kv in $kv_modes; do
     compile "quarot_${kv}_s$seed" --quant=w4a4kv4 --kv="$kv" --method=quarot --seed "$seed" \
       --weights="$weights" $([ "$weights" = gptq ] && echo "${calibration[@]}")
     result[quarot_${kv}_s$seed]=$(perplexity "quarot_${kv}_s$seed")
   done
-  # PSOT runs once per seed; the K4V16 library folds the same rotations.
-  # shellcheck disable=SC2086
-  compile "infoquant_k4v4_s$seed" --quant=w4a4kv4 --kv=k4v4 --method=infoquant --seed "$seed" \
-    --weights="$weights" "${calibration[@]}" $psot_args
-  result[infoquant_k4v4_s$seed]=$(perplexity "infoquant_k4v4_s$seed")
-  # shellcheck disable=SC2086
-  compile "infoquant_k4v16_s$seed" --quant=w4a4kv4 --kv=k4v16 --method=infoquant --seed "$seed" \
-    --weights="$weights" --use-rotations "$out_dir/lib_infoquant_k4v4_s$seed.rotations.iqw" \
-    $([ "$weights" = gptq ] && echo "${calibration[@]}") $psot_args
-  result[infoquant_k4v16_s$seed]=$(perplexity "infoquant_k4v16_s$seed")
+  # PSOT runs once per seed; the other KV modes fold the same rotations.
+  rotations=""
+  for kv in $kv_modes; do
+    if [ -z "$rotations" ]; then
+      # shellcheck disable=SC2086
+      compile "infoquant_${kv}_s$seed" --quant=w4a4kv4 --kv="$kv" --method=infoquant \
+        --seed "$seed" --weights="$weights" "${calibration[@]}" $psot_args
+      rotations="$out_dir/lib_infoquant_${kv}_s$seed.rotations.iqw"
+    else
+      # shellcheck disable=SC2086
+      compile "infoquant_${kv}_s$seed" --quant=w4a4kv4 --kv="$kv" --method=infoquant \
+        --seed "$seed" --weights="$weights" --use-rotations "$rotations" \
+        $([ "$weights" = gptq ] && echo "${calibration[@]}") $psot_args
+    fi
+    result[infoquant_${kv}_s$seed]=$(perplexity "infoquant_${kv}_s$seed")
+  done
 done
 
 mean() { # mean PREFIX: the mean of result[PREFIX_sSEED] over the seeds
@@ -122,7 +132,7 @@ printf '| scheme | method | KV | perplexity |%s\n' "$(for s in $seeds; do printf
 printf '| --- | --- | --- | --- |%s\n' "$(for s in $seeds; do printf ' --- |'; done)"
 printf '| float | | | %s |\n' "${result[float]}"
 printf '| W4A16 | rtn | | %s |\n' "${result[w4a16]}"
-for kv in k4v4 k4v16; do
+for kv in $kv_modes; do
   printf '| W4A4KV4 | rtn | %s | %s |\n' "$kv" "${result[rtn_$kv]}"
   for method in quarot infoquant; do
     printf '| W4A4KV4 | %s | %s | %s |' "$method" "$kv" "$(mean "${method}_$kv")"
@@ -131,7 +141,7 @@ for kv in k4v4 k4v16; do
   done
 done
 echo
-for kv in k4v4 k4v16; do
+for kv in $kv_modes; do
   awk -v f="${result[float]}" -v q="$(mean "quarot_$kv")" -v i="$(mean "infoquant_$kv")" \
       -v kv="$kv" 'BEGIN { printf "%s: InfoQuant closes %.1f %% of the float-QuaRot gap\n",
                            kv, 100 * (q - i) / (q - f) }'
