@@ -77,6 +77,11 @@ if os.access(venv_python, os.X_OK) and subprocess.run(
     if not any(pattern == "%python" for pattern, _ in config.substitutions):
         config.substitutions.append(("%python", venv_python))
 
+# bench/report.py draws with matplotlib, pinned in requirements.txt.
+if os.access(venv_python, os.X_OK) and subprocess.run(
+        [venv_python, "-c", "import matplotlib, numpy"], capture_output=True).returncode == 0:
+    config.available_features.add("matplotlib")
+
 # ONNX backend node tests, where CI keeps them: ../shared beside the checkout.
 if os.path.isdir(os.path.join(config.iq_source_dir, "..", "shared", "data", "onnx-node-tests")):
     config.available_features.add("node-tests")
