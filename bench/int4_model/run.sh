@@ -52,7 +52,7 @@ compile() { # NAME OPTIONS...
 }
 compile int4 --quant=w4a4kv4 --method=quarot
 compile fake --quant=w4a4kv4 --method=quarot --kernels=float
-compile float --threads=auto
+compile float
 
 pin=(taskset -c "$cpus")
 echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
