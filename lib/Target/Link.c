@@ -12,6 +12,26 @@
 
 extern char **environ;
 
+/* Runs the C compiler driver with `arguments` (NULL-terminated, the driver
+ * first) and waits for it. `failure` names the link in the error. */
+static bool run_linker(const char *driver, char *const *arguments, const char *output,
+                       const char *failure, iq_error_t **error) {
+  pid_t pid;
+  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
+  if (status != 0)
+    return iq_error_set(error, NULL, driver,
+                        "install the target's C compiler (scripts/setup.sh installs gcc and "
+                        "gcc-aarch64-linux-gnu)",
+                        "cannot run the linker: %s", strerror(status));
+  if (waitpid(pid, &status, 0) < 0)
+    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
+                        strerror(errno));
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return iq_error_set(error, output, driver, "the linker's messages above say why", "%s",
+                        failure);
+  return true;
+}
+
 bool iq_target_link_shared(const char *target, const char *object, const char *runtime_archive,
                            bool openmp, const char *output, iq_error_t **error) {
   const char *driver = NULL;
@@ -38,20 +58,7 @@ bool iq_target_link_shared(const char *target, const char *object, const char *r
                              "-Wl,-z,noexecstack",
                              openmp ? "-l:libomp.so.5" : NULL,
                              NULL};
-  pid_t pid;
-  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
-  if (status != 0)
-    return iq_error_set(error, NULL, driver,
-                        "install the target's C compiler (scripts/setup.sh installs gcc and "
-                        "gcc-aarch64-linux-gnu)",
-                        "cannot run the linker: %s", strerror(status));
-  if (waitpid(pid, &status, 0) < 0)
-    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
-                        strerror(errno));
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return iq_error_set(error, output, driver, "the linker's messages above say why",
-                        "linking the shared library failed");
-  return true;
+  return run_linker(driver, arguments, output, "linking the shared library failed", error);
 }
 
 bool iq_target_link_kernels(const char *target, const char *const *objects, size_t count,
@@ -85,20 +92,7 @@ bool iq_target_link_kernels(const char *target, const char *const *objects, size
   arguments[used++] = "-Wl,-z,noexecstack";
   arguments[used] = NULL;
 
-  pid_t pid;
-  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
-  if (status != 0)
-    return iq_error_set(error, NULL, driver,
-                        "install the target's C compiler (scripts/setup.sh installs gcc and "
-                        "gcc-aarch64-linux-gnu)",
-                        "cannot run the linker: %s", strerror(status));
-  if (waitpid(pid, &status, 0) < 0)
-    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
-                        strerror(errno));
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return iq_error_set(error, output, driver, "the linker's messages above say why",
-                        "linking the kernel library failed");
-  return true;
+  return run_linker(driver, arguments, output, "linking the kernel library failed", error);
 }
 
 /* Writes lib/<processor>/NAME beside the running program's bin/ folder
@@ -155,18 +149,5 @@ bool iq_target_link_shared_int4(const char *target, const char *object,
                              "-Wl,-z,noexecstack",
                              openmp ? "-l:libomp.so.5" : NULL,
                              NULL};
-  pid_t pid;
-  int status = posix_spawnp(&pid, driver, NULL, NULL, arguments, environ);
-  if (status != 0)
-    return iq_error_set(error, NULL, driver,
-                        "install the target's C compiler (scripts/setup.sh installs gcc and "
-                        "gcc-aarch64-linux-gnu)",
-                        "cannot run the linker: %s", strerror(status));
-  if (waitpid(pid, &status, 0) < 0)
-    return iq_error_set(error, NULL, driver, NULL, "waiting for the linker failed: %s",
-                        strerror(errno));
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return iq_error_set(error, output, driver, "the linker's messages above say why",
-                        "linking the shared library failed");
-  return true;
+  return run_linker(driver, arguments, output, "linking the shared library failed", error);
 }
