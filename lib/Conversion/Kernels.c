@@ -16,9 +16,7 @@ void iq_kernel_set_free(iq_kernel_set_t *set) {
   set->count = set->capacity = 0;
 }
 
-/* Returns true when `name` is new (and records it), false when a kernel of
- * that name was already emitted or memory ran out. */
-static bool claim(iq_kernel_set_t *set, const char *name, iq_text_t *text) {
+bool iq_kernel_claim(iq_kernel_set_t *set, const char *name, iq_text_t *text) {
   for (size_t i = 0; i < set->count; ++i)
     if (strcmp(set->names[i], name) == 0)
       return false;
@@ -58,7 +56,7 @@ void iq_kernel_embedding(iq_text_t *text, iq_kernel_set_t *set, int64_t vocab, i
                          const char *weight_type, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_embedding_%lldx%lld_%s", (long long)vocab,
            (long long)hidden, weight_type);
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   char table_type[96];
   snprintf(table_type, sizeof table_type, "memref<%lldx%lldx%s>", (long long)vocab,
@@ -84,7 +82,7 @@ void iq_kernel_rms_norm(iq_text_t *text, iq_kernel_set_t *set, int64_t width, do
                         const char *gain_type, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_rms_norm_%lld_%s_%08x", (long long)width,
            gain_type ? gain_type : "none", (unsigned)(epsilon * 1e12));
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   char row_type[64], gain_memref[64];
   snprintf(row_type, sizeof row_type, "memref<1x?x%lldxf32>", (long long)width);
@@ -132,7 +130,7 @@ void iq_kernel_linear(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t
                       const char *weight_type, bool stored_in_out, bool parallel, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_%lldx%lld_%s_%s%s", (long long)in, (long long)out,
            weight_type, stored_in_out ? "kn" : "nk", parallel ? "_parallel" : "");
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   char x_type[64], y_type[64], w_type[96];
   snprintf(x_type, sizeof x_type, "memref<1x?x%lldxf32>", (long long)in);
@@ -205,7 +203,7 @@ void iq_kernel_rope(iq_text_t *text, iq_kernel_set_t *set, int64_t width, int64_
                     bool interleaved, const char *frequencies, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_rope_%lld_%lld_%s_%s", (long long)width,
            (long long)head_dim, interleaved ? "pairs" : "halves", frequencies);
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   int64_t half = head_dim / 2;
   char row_type[64], table_type[64];
@@ -257,7 +255,7 @@ void iq_kernel_attention(iq_text_t *text, iq_kernel_set_t *set, int64_t heads, i
                          int64_t head_dim, double scale, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_attention_%lld_%lld_%lld", (long long)heads,
            (long long)kv_heads, (long long)head_dim);
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   char q_type[64], kv_type[64], cache_type[64];
   snprintf(q_type, sizeof q_type, "memref<1x?x%lldxf32>", (long long)(heads * head_dim));
@@ -369,7 +367,7 @@ static void elementwise(iq_text_t *text, const char *name, int64_t width, const 
 
 void iq_kernel_silu_mul(iq_text_t *text, iq_kernel_set_t *set, int64_t width, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_silu_mul_%lld", (long long)width);
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   elementwise(text, name, width,
               "        %neg = arith.negf %x : f32\n"
@@ -381,7 +379,7 @@ void iq_kernel_silu_mul(iq_text_t *text, iq_kernel_set_t *set, int64_t width, ch
 
 void iq_kernel_add(iq_text_t *text, iq_kernel_set_t *set, int64_t width, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_add_%lld", (long long)width);
-  if (!claim(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   elementwise(text, name, width, "        %r = arith.addf %x, %z : f32\n");
 }

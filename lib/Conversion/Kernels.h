@@ -23,6 +23,10 @@ typedef struct iq_kernel_set {
 
 void iq_kernel_set_free(iq_kernel_set_t *set);
 
+/* Returns true when `name` is new (and records it), false when a kernel of
+ * that name was already emitted or memory ran out (then text->failed). */
+bool iq_kernel_claim(iq_kernel_set_t *set, const char *name, iq_text_t *text);
+
 /* table [vocab, hidden] of `weight_type`; ids [1, T] i64 -> [1, T, hidden]. */
 void iq_kernel_embedding(iq_text_t *text, iq_kernel_set_t *set, int64_t vocab, int64_t hidden,
                          const char *weight_type, char *name);

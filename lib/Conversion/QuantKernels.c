@@ -10,25 +10,6 @@
 
 #include "iq/quant.h"
 
-/* Returns true when `name` is new (and records it). */
-static bool claim_kernel(iq_kernel_set_t *set, const char *name, iq_text_t *text) {
-  for (size_t i = 0; i < set->count; ++i)
-    if (strcmp(set->names[i], name) == 0)
-      return false;
-  if (set->count == set->capacity) {
-    size_t capacity = set->capacity ? set->capacity * 2 : 32;
-    void *grown = realloc(set->names, capacity * sizeof *set->names);
-    if (!grown) {
-      text->failed = true;
-      return false;
-    }
-    set->names = grown;
-    set->capacity = capacity;
-  }
-  snprintf(set->names[set->count++], IQ_KERNEL_NAME_SIZE, "%s", name);
-  return true;
-}
-
 static const char *kernel_prologue =
     "    %c0 = arith.constant 0 : index\n"
     "    %c1 = arith.constant 1 : index\n"
@@ -41,7 +22,7 @@ bool iq_kernel_hadamard(iq_text_t *text, iq_kernel_set_t *set, int64_t width, in
     return false;
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_hadamard_%lld_%lld%s", (long long)width,
            (long long)size, transposed ? "_t" : "");
-  if (!claim_kernel(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return true;
   int64_t m = size / (int64_t)k;
   char row_type[64];
@@ -164,7 +145,7 @@ void iq_kernel_fake_quant(iq_text_t *text, iq_kernel_set_t *set, int64_t width, 
                           int bits, double clip, bool include_zero, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_fake_quant_%lld_g%lld_b%d_c%08x%s", (long long)width,
            (long long)group, bits, (unsigned)((float)clip * 1e7f), include_zero ? "_z" : "");
-  if (!claim_kernel(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   char row_type[64];
   snprintf(row_type, sizeof row_type, "memref<1x?x%lldxf32>", (long long)width);
@@ -237,7 +218,7 @@ void iq_kernel_fake_quant(iq_text_t *text, iq_kernel_set_t *set, int64_t width, 
 void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
                          char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_u4_%lldx%lld", (long long)in, (long long)out);
-  if (!claim_kernel(set, name, text))
+  if (!iq_kernel_claim(set, name, text))
     return;
   char x_type[64], y_type[64], codes_type[64], params_type[64];
   snprintf(x_type, sizeof x_type, "memref<1x?x%lldxf32>", (long long)in);
