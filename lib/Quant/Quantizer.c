@@ -192,14 +192,19 @@ static bool check_weight_options(const iq_weight_quant_options_t *options,
   return true;
 }
 
-/* Sum |QDQ(w) - w|^norm of one row under (scale, zero). */
+/* Sum |QDQ(w) - w|^norm of one row under (scale, zero). The terms are not
+ * negative, so the sum stops once it reaches `bound`: such a candidate
+ * cannot beat the best one so far, and the caller only compares. */
 static double row_clip_error(const float *w, size_t cols, float scale,
-                             float zero, int maxq, float norm) {
+                             float zero, int maxq, float norm, double bound) {
   double total = 0.0;
   for (size_t c = 0; c < cols; ++c) {
     float value;
     iq_quantize_value(w[c], scale, zero, maxq, &value);
     total += pow(fabs((double)value - (double)w[c]), (double)norm);
+    if ((c & 63) == 63 && total >= bound) {
+      return total;
+    }
   }
   return total;
 }
@@ -240,11 +245,44 @@ static void row_params(const float *w, size_t cols,
                                ? symmetric_zero
                                : rintf(-shrunk_min / candidate_scale);
     double err = row_clip_error(w, cols, candidate_scale, candidate_zero, maxq,
-                                options->clip_norm);
+                                options->clip_norm, best);
     if (err < best) {
       best = err;
       *scale = candidate_scale;
       *zero = candidate_zero;
+    }
+  }
+}
+
+/* One weight matrix for iq_quant_parallel_rows: the parameters of each
+ * row, and its codes and dequantized values where those are not NULL. */
+typedef struct {
+  const float *weight;
+  size_t cols;
+  const iq_weight_quant_options_t *options;
+  uint8_t *codes;
+  float *scales;
+  float *zeros;
+  float *dequantized;
+} params_job_t;
+
+static void quantize_rows(void *context, size_t begin, size_t end) {
+  const params_job_t *job = context;
+  size_t cols = job->cols;
+  int maxq = (1 << job->options->bits) - 1;
+  for (size_t r = begin; r < end; ++r) {
+    float scale, zero;
+    row_params(job->weight + r * cols, cols, job->options, &scale, &zero);
+    if (job->codes != NULL || job->dequantized != NULL) {
+      quantize_span(job->weight + r * cols, cols, scale, zero, maxq,
+                    job->codes == NULL ? NULL : job->codes + r * cols,
+                    job->dequantized == NULL ? NULL : job->dequantized + r * cols);
+    }
+    if (job->scales != NULL) {
+      job->scales[r] = scale;
+    }
+    if (job->zeros != NULL) {
+      job->zeros[r] = zero;
     }
   }
 }
@@ -262,9 +300,8 @@ bool iq_weight_quant_params(const float *weight, size_t rows, size_t cols,
   if (!iq_quant_check_finite(weight, rows, cols, "weight", error)) {
     return false;
   }
-  for (size_t r = 0; r < rows; ++r) {
-    row_params(weight + r * cols, cols, options, &scales[r], &zeros[r]);
-  }
+  params_job_t job = {weight, cols, options, NULL, scales, zeros, NULL};
+  iq_quant_parallel_rows(rows, 8, quantize_rows, &job);
   return true;
 }
 
@@ -282,19 +319,7 @@ bool iq_quantize_weight_rtn(const float *weight, size_t rows, size_t cols,
   if (!iq_quant_check_finite(weight, rows, cols, "weight", error)) {
     return false;
   }
-  int maxq = (1 << options->bits) - 1;
-  for (size_t r = 0; r < rows; ++r) {
-    float scale, zero;
-    row_params(weight + r * cols, cols, options, &scale, &zero);
-    quantize_span(weight + r * cols, cols, scale, zero, maxq,
-                  codes == NULL ? NULL : codes + r * cols,
-                  dequantized == NULL ? NULL : dequantized + r * cols);
-    if (scales != NULL) {
-      scales[r] = scale;
-    }
-    if (zeros != NULL) {
-      zeros[r] = zero;
-    }
-  }
+  params_job_t job = {weight, cols, options, codes, scales, zeros, dequantized};
+  iq_quant_parallel_rows(rows, 8, quantize_rows, &job);
   return true;
 }

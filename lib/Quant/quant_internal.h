@@ -28,4 +28,16 @@ bool iq_quant_check_finite(const float *values, size_t rows, size_t cols,
 bool iq_quant_cayley_step(double *q, const double *grad, size_t n, double lr,
                           bool retract, int iterations, iq_error_t **error);
 
+/* Processes rows [begin, end) of some row-independent job. */
+typedef void (*iq_quant_rows_fn)(void *context, size_t begin, size_t end);
+
+/* Worker threads of the offline quantizers: IQ_QUANT_THREADS when set to
+ * 1..256, else the online CPUs (at most 64). */
+int iq_quant_thread_count(void);
+
+/* Calls fn on contiguous runs of [0, rows), one per thread, with at least
+ * min_rows_per_thread rows each, and returns when all are done. */
+void iq_quant_parallel_rows(size_t rows, size_t min_rows_per_thread, iq_quant_rows_fn fn,
+                            void *context);
+
 #endif /* IQ_QUANT_INTERNAL_H */
