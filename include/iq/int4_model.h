@@ -29,6 +29,26 @@ static inline int64_t iq_int4_packed_bytes(int64_t n, int64_t k) {
   return iq_int4_code_bytes(n, k) + 3 * 4 * iq_int4_padded_rows(n);
 }
 
+/* The packed tensor of a linear whose input is quantized per group of
+ * `group` columns (the o_proj input, per head): for each of the k / group
+ * column groups, the plain layout of that [n, group] slice with zero
+ * points 0 and scales 1, so that the kernels return exact integer dot
+ * products, and with the slice's code sums. Then come, per padded row,
+ * the weights' int32 zero points and float32 scales. */
+static inline int64_t iq_int4_grouped_bytes(int64_t n, int64_t k, int64_t group) {
+  return k / group * iq_int4_packed_bytes(n, group) + 2 * 4 * iq_int4_padded_rows(n);
+}
+
+/* The packed tensor of an 8-bit linear (the lm_head option w8a8): each
+ * 8-bit weight code c is split into c >> 4 and c & 15, packed as two
+ * 4-bit matrices in the plain layout with zero points 0 and scales 1, so
+ * the kernels return exact integer dot products. Then come, per padded
+ * row, the int32 zero points (0..255), the int32 code sums and the
+ * float32 scales of the 8-bit weights. */
+static inline int64_t iq_int8_packed_bytes(int64_t n, int64_t k) {
+  return 2 * iq_int4_packed_bytes(n, k) + 3 * 4 * iq_int4_padded_rows(n);
+}
+
 /* y[m][n] = Q(x) * W^T for m rows of x [m][k], where Q quantizes each row
  * per token to 4 bits with the range multiplied by `clip` (0 < clip <= 1)
  * and, when `hadamard` is 1, after the online Hadamard transform of size k.
@@ -36,6 +56,21 @@ static inline int64_t iq_int4_packed_bytes(int64_t n, int64_t k) {
  * iq_int4_take_error; y is then left unspecified. */
 void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
                     float *y, int64_t hadamard, float clip);
+
+/* y[m][n] = Q(x) * W^T where Q quantizes each group of `group` columns
+ * of a row to 4 bits with the group's own min and max times `clip` (the
+ * rule of iq_quantize_groupwise). `packed` has the grouped layout above.
+ * The kernels multiply each column group by its slice of the weights,
+ * and the zero-point terms and scales are applied after. */
+void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t group,
+                            const float *x, int64_t m, float *y, float clip);
+
+/* y[m][n] = Q(x) * W^T where Q quantizes each row per token to 8 bits
+ * (range containing 0, times `clip`) and W is 8-bit per output row, in the
+ * layout of iq_int8_packed_bytes. Each 8-bit code is split into two 4-bit
+ * halves on both sides, and the four integer products are combined. */
+void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
+                    float *y, float clip);
 
 /* Runs the attention of `tokens` queries at positions[0] .. positions[0] +
  * tokens - 1 over the int4 KV cache `cache` (an iqk_kv_cache_t). It drops

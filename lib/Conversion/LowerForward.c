@@ -66,6 +66,8 @@ typedef struct lowering {
   bool observe_declared; /* @iq_runtime_observe is declared in globals */
   bool int4_kernels;     /* lower marked linears to iq_int4_linear calls */
   bool int4_declared;    /* @iq_int4_linear is declared in globals */
+  bool grouped_declared; /* @iq_int4_linear_grouped is declared in globals */
+  bool int8_declared;    /* @iq_int8_linear is declared in globals */
   bool int4_cache;       /* every attention runs on an int4 KV cache */
   bool int4_attention_declared;
   MlirOperation *skipped; /* ops the int4 attention computes itself */
@@ -226,11 +228,14 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   /* Packed int4 weights (iq-pack-int4): a flat byte array. */
   bool packed_bytes = mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 8 &&
                mlirIntegerTypeIsUnsigned(element) && rank == 1;
-  if (packed_bytes)
+  /* 8-bit weight codes [n, k]: a flat memref of n * k bytes. */
+  bool codes8 = mlirTypeIsAInteger(element) && mlirIntegerTypeGetWidth(element) == 8 &&
+                mlirIntegerTypeIsUnsigned(element) && rank == 2;
+  if (packed_bytes || codes8)
     dtype = "u8";
   if (!dtype || rank < 1 || rank > 2)
     return lower_fail(l, op, "weights must be 1-D or 2-D f32, f16 or bf16 tensors, 4-bit "
-                             "codes or 1-D u8 packed int4 weights");
+                             "or 8-bit codes or 1-D u8 packed int4 weights");
 
   weight_entry_t entry = {.transposed = transposed, .rank = (int)rank};
   snprintf(entry.name, sizeof entry.name, "%.*s", (int)name.length, name.data);
@@ -258,6 +263,11 @@ static bool lower_weight(lowering_t *l, MlirOperation op) {
   const char *size_list[2] = {sizes[0], sizes[1]};
   if (codes) {
     long long bytes = ((long long)entry.dims[0] * (rank == 2 ? entry.dims[1] : 1) + 1) / 2;
+    snprintf(sizes[0], sizeof sizes[0], "%lld", bytes);
+    snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", bytes);
+    rank = 1;
+  } else if (codes8) {
+    long long bytes = (long long)entry.dims[0] * entry.dims[1];
     snprintf(sizes[0], sizeof sizes[0], "%lld", bytes);
     snprintf(memref_type, sizeof memref_type, "memref<%lldxi8>", bytes);
     rank = 1;
@@ -332,17 +342,31 @@ static MlirOperation weight_op(MlirOperation op) {
   return mlirValueIsAOpResult(weight) ? mlirOpResultGetOwner(weight) : (MlirOperation){NULL};
 }
 
-static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize);
+static bool lower_linear_codes(lowering_t *l, MlirOperation op, MlirOperation dequantize,
+                               MlirValue logits);
 static bool is_int4_linear(const lowering_t *l, MlirOperation op);
-static bool lower_linear_int4(lowering_t *l, MlirOperation op);
+static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits);
+
+/* The output buffer of a linear: the logits argument for the lm_head
+ * result, else a new buffer. */
+static lowered_value_t *linear_output(lowering_t *l, MlirOperation op, MlirValue logits,
+                                      int64_t out) {
+  MlirValue result = mlirOperationGetResult(op, 0);
+  if (!mlirValueIsNull(logits) && mlirValueEqual(result, logits)) {
+    char logits_type[64];
+    snprintf(logits_type, sizeof logits_type, "memref<1x?x%lldxf32>", (long long)l->vocab);
+    return add_value(l, result, "%logits", logits_type, false);
+  }
+  return allocate(l, result, out);
+}
 
 static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
   if (is_int4_linear(l, op))
-    return lower_linear_int4(l, op);
+    return lower_linear_int4(l, op, logits);
   MlirOperation weight = weight_op(op);
   if (!mlirOperationIsNull(weight) && iq_op_is(weight, "dequantize") &&
       mlirOperationGetNumOperands(op) == 2)
-    return lower_linear_u4(l, op, weight);
+    return lower_linear_codes(l, op, weight, logits);
   if (mlirOperationIsNull(weight) || !iq_op_is(weight, "weight") ||
       mlirOperationGetNumOperands(op) != 2)
     return lower_fail(l, op, "linear weights must come from iq.weight, without bias");
@@ -447,7 +471,7 @@ static MlirOperation paired_dequantize(MlirOperation quantize) {
 
 /* A linear that iq-pack-int4 marked, when the int4 path is on. */
 static bool is_int4_linear(const lowering_t *l, MlirOperation op) {
-  return l->int4_kernels && iq_op_is(op, "linear") &&
+  return l->int4_kernels && (iq_op_is(op, "linear") || iq_op_is(op, "lm_head")) &&
          !mlirAttributeIsNull(mlirOperationGetAttributeByName(
              op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE)));
 }
@@ -473,7 +497,8 @@ static bool feeds_only_int4(const lowering_t *l, MlirOperation quantize) {
  * `quantize`, of a size the kernels support. Else a null op. */
 static MlirOperation fusable_hadamard(MlirOperation quantize) {
   MlirOperation hadamard = operand_owner(quantize, 0);
-  if (!is_iq_op(hadamard, "hadamard"))
+  if (!is_iq_op(hadamard, "hadamard") || int_attribute(quantize, "bits") != 4 ||
+      !string_attribute_is(quantize, "granularity", "per_token"))
     return (MlirOperation){NULL};
   MlirValue result = mlirOperationGetResult(hadamard, 0);
   int64_t width = last_dim(result);
@@ -524,11 +549,13 @@ static void emit_pointer(lowering_t *l, const lowered_value_t *value, int id, co
                  name, id, name);
 }
 
-/* A linear marked by iq-pack-int4 becomes a call of iq_int4_linear
- * (iq/int4_model.h), which quantizes the rows per token (after the fused
- * Hadamard transform) and runs the integer matrix multiply on the packed
- * weights. */
-static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
+/* A linear marked by iq-pack-int4 becomes a call of the int4 model
+ * runtime (iq/int4_model.h), which quantizes the rows at run time and runs
+ * the integer matrix multiply on the packed weights: iq_int4_linear for a
+ * 4-bit per-token input (after the fused Hadamard transform),
+ * iq_int4_linear_grouped for a 4-bit per-group input and iq_int8_linear
+ * for an 8-bit per-token input with 8-bit weights. */
+static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits) {
   MlirAttribute attr =
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE));
   MlirOperation input = operand_owner(op, 0), weight = weight_op(op);
@@ -540,9 +567,20 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
   int64_t in = mlirTypeIsNull(type) ? -1 : static_dim(type, 1);
   if (!mlirAttributeIsAString(attr) || !is_iq_op(input, "dequantize") ||
       !is_iq_op(quantize, "quantize") || out < 1 || in < 1)
-    return lower_fail(l, op, "a linear marked %s needs a fake-quantized input and 4-bit weight "
-                             "codes; run iq-pack-int4 on the output of iq-quantize",
+    return lower_fail(l, op, "a linear marked %s needs a fake-quantized input and 4-bit or 8-bit "
+                             "weight codes; run iq-pack-int4 on the output of iq-quantize",
                       IQ_INT4_WEIGHTS_ATTRIBUTE);
+  int64_t bits = int_attribute(quantize, "bits");
+  bool grouped = string_attribute_is(quantize, "granularity", "per_group");
+  int64_t group = grouped ? int_attribute(quantize, "group_size") : 0;
+  if ((bits != 4 && bits != 8) || (grouped && (bits != 4 || group < 1 || in % group != 0)))
+    return lower_fail(l, op, "the int4 kernels take 4-bit per-token or per-group inputs and "
+                             "8-bit per-token inputs, not %lld-bit %s ones; run iq-pack-int4 "
+                             "again",
+                      (long long)bits, grouped ? "per-group" : "per-token");
+  int64_t expected = bits == 8  ? iq_int8_packed_bytes(out, in)
+                     : grouped ? iq_int4_grouped_bytes(out, in, group)
+                               : iq_int4_packed_bytes(out, in);
 
   MlirStringRef name = mlirStringAttrGetValue(attr);
   const weight_entry_t *packed = NULL;
@@ -551,10 +589,10 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
         memcmp(l->weights[i].name, name.data, name.length) == 0)
       packed = &l->weights[i];
   if (!packed || strcmp(packed->dtype, "u8") != 0 || packed->rank != 1 ||
-      packed->dims[0] != iq_int4_packed_bytes(out, in))
+      packed->dims[0] != expected)
     return lower_fail(l, op, "no u8 weight '%.*s' of %lld bytes precedes this linear; run "
                              "iq-pack-int4 again",
-                      (int)name.length, name.data, (long long)iq_int4_packed_bytes(out, in));
+                      (int)name.length, name.data, (long long)expected);
   double clip = mlirFloatAttrGetValueDouble(
       mlirOperationGetAttributeByName(quantize, mlirStringRefCreateFromCString("clip_ratio")));
   if (!(clip > 0.0 && clip <= 1.0))
@@ -568,15 +606,10 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
   lowered_value_t weights = {0};
   snprintf(weights.name, sizeof weights.name, "%s", packed->value);
   snprintf(weights.type, sizeof weights.type, "%s", packed->type);
-  lowered_value_t *y = allocate(l, mlirOperationGetResult(op, 0), out);
+  lowered_value_t *y = linear_output(l, op, logits, out);
   if (!y)
     return false;
 
-  if (!l->int4_declared) {
-    iq_text_printf(&l->globals, "  func.func private @iq_int4_linear(!llvm.ptr, i64, i64, "
-                                "!llvm.ptr, i64, !llvm.ptr, i64, f32)\n");
-    l->int4_declared = true;
-  }
   int id = l->next_id++;
   emit_pointer(l, &weights, id, "w");
   emit_pointer(l, x, id, "x");
@@ -584,12 +617,38 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op) {
   iq_text_t *t = &l->body;
   iq_text_printf(t, "    %%int4_%d_n = arith.constant %lld : i64\n", id, (long long)out);
   iq_text_printf(t, "    %%int4_%d_k = arith.constant %lld : i64\n", id, (long long)in);
-  iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, hadamard ? 1 : 0);
   iq_text_printf(t, "    %%int4_%d_clip = arith.constant %.9e : f32\n", id, (double)(float)clip);
-  iq_text_printf(t, "    func.call @iq_int4_linear(%%int4_%d_w, %%int4_%d_n, %%int4_%d_k, "
-                    "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_h, %%int4_%d_clip) : "
-                    "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, i64, f32) -> ()\n",
-                 id, id, id, id, id, id, id);
+  if (bits == 8) {
+    if (!l->int8_declared)
+      iq_text_printf(&l->globals, "  func.func private @iq_int8_linear(!llvm.ptr, i64, i64, "
+                                  "!llvm.ptr, i64, !llvm.ptr, f32)\n");
+    l->int8_declared = true;
+    iq_text_printf(t, "    func.call @iq_int8_linear(%%int4_%d_w, %%int4_%d_n, %%int4_%d_k, "
+                      "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_clip) : "
+                      "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, f32) -> ()\n",
+                   id, id, id, id, id, id);
+  } else if (grouped) {
+    if (!l->grouped_declared)
+      iq_text_printf(&l->globals, "  func.func private @iq_int4_linear_grouped(!llvm.ptr, i64, "
+                                  "i64, i64, !llvm.ptr, i64, !llvm.ptr, f32)\n");
+    l->grouped_declared = true;
+    iq_text_printf(t, "    %%int4_%d_group = arith.constant %lld : i64\n", id, (long long)group);
+    iq_text_printf(t, "    func.call @iq_int4_linear_grouped(%%int4_%d_w, %%int4_%d_n, "
+                      "%%int4_%d_k, %%int4_%d_group, %%int4_%d_x, %%tokens_i64, %%int4_%d_y, "
+                      "%%int4_%d_clip) : (!llvm.ptr, i64, i64, i64, !llvm.ptr, i64, !llvm.ptr, "
+                      "f32) -> ()\n",
+                   id, id, id, id, id, id, id);
+  } else {
+    if (!l->int4_declared)
+      iq_text_printf(&l->globals, "  func.func private @iq_int4_linear(!llvm.ptr, i64, i64, "
+                                  "!llvm.ptr, i64, !llvm.ptr, i64, f32)\n");
+    l->int4_declared = true;
+    iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, hadamard ? 1 : 0);
+    iq_text_printf(t, "    func.call @iq_int4_linear(%%int4_%d_w, %%int4_%d_n, %%int4_%d_k, "
+                      "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_h, %%int4_%d_clip) : "
+                      "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, i64, f32) -> ()\n",
+                   id, id, id, id, id, id, id);
+  }
   return true;
 }
 
@@ -835,24 +894,26 @@ static bool lower_dequantize(lowering_t *l, MlirOperation op) {
   return lower_fail(l, op, "iq.dequantize lowers only after its iq.quantize or on weight codes");
 }
 
-static bool lower_linear_u4(lowering_t *l, MlirOperation op, MlirOperation dequantize) {
+static bool lower_linear_codes(lowering_t *l, MlirOperation op, MlirOperation dequantize,
+                               MlirValue logits) {
   MlirOperation codes = operand_owner(dequantize, 0);
   MlirType type = mlirValueGetType(mlirOperationGetResult(dequantize, 0));
   int64_t out = static_dim(type, 0), in = static_dim(type, 1);
+  int64_t bits = int_attribute(dequantize, "bits");
   if (!is_iq_op(codes, "weight") || !is_iq_op(operand_owner(dequantize, 1), "weight") ||
       !is_iq_op(operand_owner(dequantize, 2), "weight") || out < 0 || in < 0 ||
-      int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 1 ||
+      (bits != 4 && bits != 8) || int_attribute(dequantize, "axis") != 1 ||
       !string_attribute_is(dequantize, "granularity", "per_channel"))
-    return lower_fail(l, op, "quantized weights lower only as 4-bit per_channel codes (axis 1), "
-                             "scales and zero points from iq.weight ops");
+    return lower_fail(l, op, "quantized weights lower only as 4-bit or 8-bit per_channel codes "
+                             "(axis 1), scales and zero points from iq.weight ops");
   char kernel[IQ_KERNEL_NAME_SIZE];
-  iq_kernel_linear_u4(&l->kernels, &l->kernel_set, in, out, kernel);
+  iq_kernel_linear_codes(&l->kernels, &l->kernel_set, in, out, (int)bits, kernel);
   lowered_value_t *x = operand(l, op, 0);
   lowered_value_t *c = operand(l, dequantize, 0), *s = operand(l, dequantize, 1);
   lowered_value_t *z = operand(l, dequantize, 2);
   if (!x || !c || !s || !z)
     return false;
-  lowered_value_t *y = allocate(l, mlirOperationGetResult(op, 0), out);
+  lowered_value_t *y = linear_output(l, op, logits, out);
   return y && call(l, kernel, 5, (lowered_value_t *const[]){x, c, s, z, y});
 }
 

@@ -215,16 +215,34 @@ void iq_kernel_fake_quant(iq_text_t *text, iq_kernel_set_t *set, int64_t width, 
       row_type, row_type);
 }
 
-void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
-                         char *name) {
-  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_u4_%lldx%lld", (long long)in, (long long)out);
+void iq_kernel_linear_codes(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
+                            int bits, char *name) {
+  snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_linear_u%d_%lldx%lld", bits, (long long)in,
+           (long long)out);
   if (!iq_kernel_claim(set, name, text))
     return;
   char x_type[64], y_type[64], codes_type[64], params_type[64];
   snprintf(x_type, sizeof x_type, "memref<1x?x%lldxf32>", (long long)in);
   snprintf(y_type, sizeof y_type, "memref<1x?x%lldxf32>", (long long)out);
-  snprintf(codes_type, sizeof codes_type, "memref<%lldxi8>", (long long)((in * out + 1) / 2));
+  long long code_bytes = bits == 8 ? (long long)(in * out) : (long long)((in * out + 1) / 2);
+  snprintf(codes_type, sizeof codes_type, "memref<%lldxi8>", code_bytes);
   snprintf(params_type, sizeof params_type, "memref<%lldx1xf32>", (long long)out);
+  /* 8-bit codes are one per byte. 4-bit codes are two per byte, low
+   * nibble first. */
+  char extract[640];
+  if (bits == 8)
+    snprintf(extract, sizeof extract,
+             "        %%code_i8 = memref.load %%codes[%%flat] : %s\n", codes_type);
+  else
+    snprintf(extract, sizeof extract,
+             "        %%byte_index = arith.divui %%flat, %%c2 : index\n"
+             "        %%nibble = arith.remui %%flat, %%c2 : index\n"
+             "        %%byte = memref.load %%codes[%%byte_index] : %s\n"
+             "        %%high = arith.shrui %%byte, %%i8_4 : i8\n"
+             "        %%low = arith.andi %%byte, %%i8_15 : i8\n"
+             "        %%is_high = arith.cmpi ne, %%nibble, %%c0 : index\n"
+             "        %%code_i8 = arith.select %%is_high, %%high, %%low : i8\n",
+             codes_type);
   /* Each row of W is dequantized once into `row`, as s * (code - z) in
    * float32 (the value iq_quantize_value returns), and then every token's
    * dot product with it runs like the float kernel's. */
@@ -244,13 +262,7 @@ void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int6
       "      %%first = arith.muli %%n, %%in : index\n"
       "      scf.for %%k = %%c0 to %%in step %%c1 {\n"
       "        %%flat = arith.addi %%first, %%k : index\n"
-      "        %%byte_index = arith.divui %%flat, %%c2 : index\n"
-      "        %%nibble = arith.remui %%flat, %%c2 : index\n"
-      "        %%byte = memref.load %%codes[%%byte_index] : %s\n"
-      "        %%high = arith.shrui %%byte, %%i8_4 : i8\n"
-      "        %%low = arith.andi %%byte, %%i8_15 : i8\n"
-      "        %%is_high = arith.cmpi ne, %%nibble, %%c0 : index\n"
-      "        %%code_i8 = arith.select %%is_high, %%high, %%low : i8\n"
+      "%s"
       "        %%code = arith.uitofp %%code_i8 : i8 to f32\n"
       "        %%centred = arith.subf %%code, %%z : f32\n"
       "        %%w = arith.mulf %%s, %%centred : f32\n"
@@ -267,6 +279,6 @@ void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int6
       "        memref.store %%dot, %%y[%%c0, %%t, %%n] : %s\n"
       "      }\n    }\n    return\n  }\n",
       name, x_type, codes_type, params_type, params_type, y_type, kernel_prologue, (long long)in,
-      (long long)out, (long long)in, x_type, params_type, params_type, codes_type, (long long)in,
+      (long long)out, (long long)in, x_type, params_type, params_type, extract, (long long)in,
       (long long)in, x_type, y_type);
 }

@@ -32,9 +32,10 @@ void iq_kernel_fake_quant(iq_text_t *text, iq_kernel_set_t *set, int64_t width, 
                           int bits, double clip, bool include_zero, char *name);
 
 /* y = x * W^T where W [out, in] is s[n] * (code[n, k] - z[n]): codes are
- * 4-bit, packed two per byte low nibble first in row-major order (a
- * memref of bytes), scales and zero points are [out, 1] float32. */
-void iq_kernel_linear_u4(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
-                         char *name);
+ * `bits` (4 or 8) wide in row-major order in a memref of bytes, 4-bit ones
+ * two per byte low nibble first. Scales and zero points are [out, 1]
+ * float32. */
+void iq_kernel_linear_codes(iq_text_t *text, iq_kernel_set_t *set, int64_t in, int64_t out,
+                            int bits, char *name);
 
 #endif /* IQ_QUANT_KERNELS_H */

@@ -8,8 +8,10 @@
  * and names that tensor in the linear's iq.int4_weights attribute.
  * The fake-quantized float ops stay in place, so the float lowering still
  * works; the lowering runs the linear on the kernels when the attribute is
- * there. Other linears (the o_proj input is quantized per head group) are
- * left alone. */
+ * there. The o_proj input, quantized per head group, gets the grouped
+ * layout, and an lm_head with 8-bit weights and inputs (iq-quantize's
+ * lm-head=w8a8) the 8-bit layout, named BASE.int8. Other linears are left
+ * alone. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,33 +64,48 @@ static bool weight_name(MlirOperation weight, char *buffer, size_t size) {
   return true;
 }
 
-/* True when the linear's input is a 4-bit per-token unsigned asymmetric
- * fake quantization along the last axis. */
-static bool has_int4_input(MlirOperation linear) {
+/* The input quantizations the int4 kernels run: 4-bit per token, 4-bit
+ * per group (the o_proj input) and 8-bit per token (an lm_head in w8a8). */
+typedef enum { INPUT_NONE, INPUT_PER_TOKEN, INPUT_PER_GROUP, INPUT_8_BIT } input_kind_t;
+
+/* The kind of the linear's input quantization (unsigned, asymmetric,
+ * along the last axis, as a fake quantization); `group` receives the
+ * group size of a per-group one. */
+static input_kind_t int4_input(MlirOperation linear, int64_t k, int64_t *group) {
   MlirOperation dequantize = owner_of(linear, 0);
   if (!llama_is(dequantize, "dequantize"))
-    return false;
+    return INPUT_NONE;
   MlirOperation quantize = owner_of(dequantize, 0);
   if (!llama_is(quantize, "quantize"))
-    return false;
+    return INPUT_NONE;
   for (intptr_t i = 1; i < 3; ++i) {
     MlirOperation other = owner_of(dequantize, i);
     if (mlirOperationIsNull(other) || !mlirOperationEqual(other, quantize))
-      return false;
+      return INPUT_NONE;
   }
   int64_t rank = mlirShapedTypeGetRank(mlirValueGetType(mlirOperationGetOperand(quantize, 0)));
-  return int_attribute(quantize, "bits") == 4 &&
-         string_attribute_is(quantize, "granularity", "per_token") &&
-         int_attribute(quantize, "axis") == rank - 1 && !bool_attribute(quantize, "symmetric") &&
-         !bool_attribute(quantize, "signed");
+  if (int_attribute(quantize, "axis") != rank - 1 || bool_attribute(quantize, "symmetric") ||
+      bool_attribute(quantize, "signed"))
+    return INPUT_NONE;
+  int64_t bits = int_attribute(quantize, "bits");
+  *group = int_attribute(quantize, "group_size");
+  if (bits == 4 && string_attribute_is(quantize, "granularity", "per_token"))
+    return INPUT_PER_TOKEN;
+  if (bits == 8 && string_attribute_is(quantize, "granularity", "per_token"))
+    return INPUT_8_BIT;
+  /* The K cache's zero-in-range groups are not linear inputs. */
+  if (bits == 4 && string_attribute_is(quantize, "granularity", "per_group") && *group > 0 &&
+      k % *group == 0 && !bool_attribute(quantize, "zero_in_range"))
+    return INPUT_PER_GROUP;
+  return INPUT_NONE;
 }
 
-/* The weight dequantization of a linear when it is 4-bit per-channel
+/* The weight dequantization of a linear when it is `bits`-bit per-channel
  * codes, scales and zero points from iq.weight ops; else a null op. */
-static MlirOperation int4_weight(MlirOperation linear) {
+static MlirOperation quantized_weight(MlirOperation linear, int bits) {
   MlirOperation dequantize = owner_of(linear, 1);
   if (!llama_is(dequantize, "dequantize") || mlirOperationGetNumOperands(linear) != 2 ||
-      int_attribute(dequantize, "bits") != 4 || int_attribute(dequantize, "axis") != 1 ||
+      int_attribute(dequantize, "bits") != bits || int_attribute(dequantize, "axis") != 1 ||
       !string_attribute_is(dequantize, "granularity", "per_channel"))
     return (MlirOperation){NULL};
   for (intptr_t i = 0; i < 3; ++i)
@@ -116,74 +133,154 @@ static bool read_parameters(MlirOperation module, MlirOperation weight, int64_t 
   return true;
 }
 
-/* Packs the codes of `dequantize` ([n, k] u4, low nibble first) with their
- * per-row scales and zero points into `packed` (iq_int4_packed_bytes). */
-static bool pack_weight(MlirOperation module, MlirOperation dequantize, int64_t n, int64_t k,
-                        uint8_t *packed, iq_error_t **error) {
-  char codes_name[512];
-  weight_name(owner_of(dequantize, 0), codes_name, sizeof codes_name);
-  iq_dtype_t dtype;
-  const uint8_t *codes;
-  uint64_t bytes;
-  if (!iq_overlay_read_bytes(module, codes_name, &dtype, &codes, &bytes, error))
-    return false;
-  if (dtype != IQ_DTYPE_U4 || bytes != (uint64_t)(n * k + 1) / 2)
-    return iq_error_set(error, NULL, codes_name, "quantize the weights with iq-quantize",
-                        "expected %lld x %lld u4 codes, found %llu bytes of %s", (long long)n,
-                        (long long)k, (unsigned long long)bytes,
-                        iq_dtype_name(dtype) ? iq_dtype_name(dtype) : "?");
-  float *scales = malloc((size_t)n * sizeof *scales);
-  float *zeros = malloc((size_t)n * sizeof *zeros);
-  if (!scales || !zeros) {
-    free(scales);
-    free(zeros);
-    return iq_error_set(error, NULL, codes_name, NULL, "out of memory");
-  }
-  bool ok = read_parameters(module, owner_of(dequantize, 1), n, scales, error) &&
-            read_parameters(module, owner_of(dequantize, 2), n, zeros, error);
-
+/* Packs one 4-bit code per byte of `codes` ([n, k], row-major) in the plain
+ * layout of iq/int4_model.h with the given zero points and scales. */
+static void pack_plain(const uint8_t *codes, int64_t n, int64_t k, const int32_t *zeros,
+                       const float *scales, uint8_t *packed) {
   int64_t rows = iq_int4_padded_rows(n), blocks = (k + 63) / 64;
   int64_t code_bytes = iq_int4_code_bytes(n, k);
   memset(packed, 0, (size_t)iq_int4_packed_bytes(n, k));
   int32_t *zero_out = (int32_t *)(void *)(packed + code_bytes);
   int32_t *sum_out = (int32_t *)(void *)(packed + code_bytes + 4 * rows);
   float *scale_out = (float *)(void *)(packed + code_bytes + 8 * rows);
-  for (int64_t r = 0; ok && r < n; ++r) {
-    /* The integer kernels need whole zero points; iq-quantize rounds them. */
-    if (!(zeros[r] >= 0.0f && zeros[r] <= 15.0f && zeros[r] == nearbyintf(zeros[r]))) {
-      ok = iq_error_set(error, NULL, codes_name, "quantize the weights with iq-quantize",
-                        "zero point %g of row %lld is not an integer in 0..15", (double)zeros[r],
-                        (long long)r);
-      break;
-    }
+  for (int64_t r = 0; r < n; ++r) {
     int64_t group = r / 4, lane = r % 4;
     int32_t sum = 0;
     for (int64_t i = 0; i < k; ++i) {
-      uint64_t index = (uint64_t)(r * k + i);
-      uint8_t code = (uint8_t)((codes[index / 2] >> (index % 2 ? 4 : 0)) & 15);
+      uint8_t code = codes[r * k + i];
       int64_t block = i / 64, j = i % 64;
       uint8_t *byte = &packed[(group * blocks + block) * 128 + lane * 32 + j % 32];
       *byte |= (uint8_t)(j < 32 ? code : code << 4);
       sum += code;
     }
-    zero_out[r] = (int32_t)zeros[r];
+    zero_out[r] = zeros[r];
     sum_out[r] = sum;
     scale_out[r] = scales[r];
   }
+}
+
+/* Reads the `bits`-bit codes of `dequantize` into one byte per code and
+ * its per-row scales and whole zero points (0 .. 2^bits - 1). */
+static bool read_codes(MlirOperation module, MlirOperation dequantize, int64_t n, int64_t k,
+                       int bits, uint8_t *codes, float *scales, int32_t *zeros,
+                       iq_error_t **error) {
+  char codes_name[512];
+  weight_name(owner_of(dequantize, 0), codes_name, sizeof codes_name);
+  iq_dtype_t dtype;
+  const uint8_t *data;
+  uint64_t bytes;
+  if (!iq_overlay_read_bytes(module, codes_name, &dtype, &data, &bytes, error))
+    return false;
+  iq_dtype_t expected = bits == 8 ? IQ_DTYPE_U8 : IQ_DTYPE_U4;
+  uint64_t expected_bytes = bits == 8 ? (uint64_t)(n * k) : (uint64_t)(n * k + 1) / 2;
+  if (dtype != expected || bytes != expected_bytes)
+    return iq_error_set(error, NULL, codes_name, "quantize the weights with iq-quantize",
+                        "expected %lld x %lld %s codes, found %llu bytes of %s", (long long)n,
+                        (long long)k, iq_dtype_name(expected), (unsigned long long)bytes,
+                        iq_dtype_name(dtype) ? iq_dtype_name(dtype) : "?");
+  for (uint64_t i = 0; i < (uint64_t)(n * k); ++i)
+    codes[i] = bits == 8 ? data[i] : (uint8_t)((data[i / 2] >> (i % 2 ? 4 : 0)) & 15);
+  float *float_zeros = malloc((size_t)n * sizeof *float_zeros);
+  if (!float_zeros)
+    return iq_error_set(error, NULL, codes_name, NULL, "out of memory");
+  bool ok = read_parameters(module, owner_of(dequantize, 1), n, scales, error) &&
+            read_parameters(module, owner_of(dequantize, 2), n, float_zeros, error);
+  float maxq = (float)((1 << bits) - 1);
+  for (int64_t r = 0; ok && r < n; ++r) {
+    /* The integer kernels need whole zero points; iq-quantize rounds them. */
+    if (!(float_zeros[r] >= 0.0f && float_zeros[r] <= maxq &&
+          float_zeros[r] == nearbyintf(float_zeros[r])))
+      ok = iq_error_set(error, NULL, codes_name, "quantize the weights with iq-quantize",
+                        "zero point %g of row %lld is not an integer in 0..%g",
+                        (double)float_zeros[r], (long long)r, (double)maxq);
+    else
+      zeros[r] = (int32_t)float_zeros[r];
+  }
+  free(float_zeros);
+  return ok;
+}
+
+/* Fills `packed` (the size the input kind needs, iq/int4_model.h) from
+ * the codes, scales and zero points of `dequantize`. */
+static bool pack_weight(MlirOperation module, MlirOperation dequantize, input_kind_t kind,
+                        int64_t n, int64_t k, int64_t group, uint8_t *packed, iq_error_t **error) {
+  int bits = kind == INPUT_8_BIT ? 8 : 4;
+  int64_t rows = iq_int4_padded_rows(n), plain = iq_int4_packed_bytes(n, k);
+  uint8_t *codes = malloc((size_t)(n * k));
+  float *scales = calloc((size_t)rows, sizeof *scales);
+  int32_t *zeros = calloc((size_t)rows, sizeof *zeros);
+  float *ones = malloc((size_t)rows * sizeof *ones);
+  int32_t *no_zeros = calloc((size_t)rows, sizeof *no_zeros);
+  bool ok = codes && scales && zeros && ones && no_zeros;
+  if (!ok)
+    iq_error_set(error, NULL, NULL, NULL, "out of memory for a [%lld, %lld] weight",
+                 (long long)n, (long long)k);
+  ok = ok && read_codes(module, dequantize, n, k, bits, codes, scales, zeros, error);
+  for (int64_t r = 0; ok && r < rows; ++r)
+    ones[r] = 1.0f;
+
+  if (ok && kind == INPUT_PER_TOKEN) {
+    pack_plain(codes, n, k, zeros, scales, packed);
+  } else if (ok && kind == INPUT_PER_GROUP) {
+    int64_t groups = k / group, slice_bytes = iq_int4_packed_bytes(n, group);
+    uint8_t *slice = malloc((size_t)(n * group));
+    ok = slice != NULL || iq_error_set(error, NULL, NULL, NULL, "out of memory");
+    for (int64_t g = 0; ok && g < groups; ++g) {
+      for (int64_t r = 0; r < n; ++r)
+        memcpy(slice + r * group, codes + r * k + g * group, (size_t)group);
+      pack_plain(slice, n, group, no_zeros, ones, packed + g * slice_bytes);
+    }
+    free(slice);
+    int32_t *zero_out = (int32_t *)(void *)(packed + groups * slice_bytes);
+    float *scale_out = (float *)(void *)(zero_out + rows);
+    memcpy(zero_out, zeros, (size_t)rows * sizeof *zero_out);
+    memcpy(scale_out, scales, (size_t)rows * sizeof *scale_out);
+  } else if (ok) {
+    /* 8-bit: the high and the low halves as two plain matrices. */
+    uint8_t *halves = malloc((size_t)(n * k));
+    ok = halves != NULL ||
+         iq_error_set(error, NULL, NULL, NULL, "out of memory for a [%lld, %lld] weight",
+                      (long long)n, (long long)k);
+    for (int h = 0; ok && h < 2; ++h) {
+      for (int64_t i = 0; i < n * k; ++i)
+        halves[i] = h == 0 ? (uint8_t)(codes[i] >> 4) : (uint8_t)(codes[i] & 15);
+      pack_plain(halves, n, k, no_zeros, ones, packed + h * plain);
+    }
+    free(halves);
+    int32_t *zero_out = (int32_t *)(void *)(packed + 2 * plain);
+    int32_t *sum_out = zero_out + rows;
+    float *scale_out = (float *)(void *)(sum_out + rows);
+    for (int64_t r = 0; ok && r < rows; ++r) {
+      int32_t sum = 0;
+      for (int64_t i = 0; r < n && i < k; ++i)
+        sum += codes[r * k + i];
+      zero_out[r] = r < n ? zeros[r] : 0;
+      sum_out[r] = sum;
+      scale_out[r] = r < n ? scales[r] : 0.0f;
+    }
+  }
+  free(codes);
   free(scales);
   free(zeros);
+  free(ones);
+  free(no_zeros);
   return ok;
 }
 
 static bool pack_linear(MlirOperation module, MlirOperation linear, iq_error_t **error) {
-  MlirOperation dequantize = int4_weight(linear);
-  if (mlirOperationIsNull(dequantize) || !has_int4_input(linear))
+  MlirOperation any = owner_of(linear, 1);
+  if (!llama_is(any, "dequantize"))
     return true;
-  MlirType type = mlirValueGetType(mlirOperationGetResult(dequantize, 0));
+  MlirType type = mlirValueGetType(mlirOperationGetResult(any, 0));
   if (!mlirTypeIsARankedTensor(type) || mlirShapedTypeGetRank(type) != 2 ||
       !mlirShapedTypeHasStaticShape(type))
-    return iq_error_set(error, NULL, NULL, NULL, "the quantized weight needs a static 2-D shape");
+    return true;
   int64_t n = mlirShapedTypeGetDimSize(type, 0), k = mlirShapedTypeGetDimSize(type, 1);
+  int64_t group = 0;
+  input_kind_t kind = int4_input(linear, k, &group);
+  MlirOperation dequantize = quantized_weight(linear, kind == INPUT_8_BIT ? 8 : 4);
+  if (kind == INPUT_NONE || mlirOperationIsNull(dequantize))
+    return true;
   if (n < 1 || k < 1 || k > (1 << 20) || n > (INT64_C(1) << 31))
     return iq_error_set(error, NULL, NULL, "the int4 kernels take 1 to 2^20 input channels",
                         "cannot pack a [%lld, %lld] weight", (long long)n, (long long)k);
@@ -193,13 +290,16 @@ static bool pack_linear(MlirOperation module, MlirOperation linear, iq_error_t *
   size_t length = strlen(codes_name);
   if (length > 6 && strcmp(codes_name + length - 6, ".codes") == 0)
     codes_name[length - 6] = '\0';
-  snprintf(packed_name, sizeof packed_name, "%s.int4", codes_name);
+  snprintf(packed_name, sizeof packed_name, "%s.%s", codes_name,
+           kind == INPUT_8_BIT ? "int8" : "int4");
 
-  int64_t bytes = iq_int4_packed_bytes(n, k);
+  int64_t bytes = kind == INPUT_8_BIT      ? iq_int8_packed_bytes(n, k)
+                  : kind == INPUT_PER_GROUP ? iq_int4_grouped_bytes(n, k, group)
+                                            : iq_int4_packed_bytes(n, k);
   uint8_t *packed = malloc((size_t)bytes);
   if (!packed)
     return iq_error_set(error, NULL, packed_name, NULL, "out of memory");
-  bool ok = pack_weight(module, dequantize, n, k, packed, error) &&
+  bool ok = pack_weight(module, dequantize, kind, n, k, group, packed, error) &&
             iq_overlay_put(packed_name, IQ_DTYPE_U8, 1, &bytes, packed, (uint64_t)bytes, error);
   free(packed);
   if (!ok)
@@ -240,6 +340,10 @@ static bool run_pack_int4(MlirOperation op, const iq_pass_options_t *options) {
       where = projections[p];
       ok = pack_linear(op, projections[p], &error);
     }
+  }
+  if (ok) {
+    where = graph.lm_head;
+    ok = pack_linear(op, graph.lm_head, &error);
   }
   llama_graph_free(&graph);
   return ok || llama_emit_error(where, PASS, error);

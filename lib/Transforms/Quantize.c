@@ -6,7 +6,9 @@
  * q/k/v share one pair and gate/up another, which is exact without learned
  * clipping because they read the same tensor. The o_proj input is
  * quantized per (token, head) group of head_dim with the group's own min
- * and max. lm_head and the residual converters stay in float.
+ * and max. The residual converters stay in float, and so does lm_head
+ * unless lm-head=w8a8 quantizes its weight to 8 bits per output row (RTN)
+ * and its input to 8 bits per token.
  * KV cache: K after the online Hadamard per (token, KV head) with the
  * zero-inclusive per-token formula (attribute zero_in_range), V per
  * (token, KV head) with the group formula.
@@ -128,7 +130,7 @@ static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits
   size_t count = (size_t)(out * in);
   float *weight = malloc(count * sizeof *weight);
   uint8_t *codes = malloc(count);
-  uint8_t *packed = calloc((count + 1) / 2, 1);
+  uint8_t *packed = calloc(count, 1);
   float *scales = malloc((size_t)out * sizeof *scales);
   float *zeros = malloc((size_t)out * sizeof *zeros);
   bool ok = weight && codes && packed && scales && zeros;
@@ -165,8 +167,13 @@ static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits
     ok = iq_quantize_weight_rtn(weight, (size_t)out, (size_t)in, &options, codes, scales, zeros,
                                 NULL, error);
   }
+  /* 8-bit codes are stored one per byte, 4-bit ones two per byte. */
+  size_t code_bytes = bits == 8 ? count : (count + 1) / 2;
   for (size_t i = 0; ok && i < count; ++i)
-    packed[i / 2] |= (uint8_t)(codes[i] << (i % 2 ? 4 : 0));
+    if (bits == 8)
+      packed[i] = codes[i];
+    else
+      packed[i / 2] |= (uint8_t)(codes[i] << (i % 2 ? 4 : 0));
 
   char base[512], codes_name[600], scales_name[600], zeros_name[600];
   llama_weight_base_name(linear, 1, base, sizeof base);
@@ -175,7 +182,8 @@ static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits
   snprintf(zeros_name, sizeof zeros_name, "%s.zeros", base);
   int64_t dims[2] = {out, in}, param_dims[2] = {out, 1};
   ok = ok &&
-       iq_overlay_put(codes_name, IQ_DTYPE_U4, 2, dims, packed, (count + 1) / 2, error) &&
+       iq_overlay_put(codes_name, bits == 8 ? IQ_DTYPE_U8 : IQ_DTYPE_U4, 2, dims, packed,
+                      code_bytes, error) &&
        iq_overlay_put(scales_name, IQ_DTYPE_F32, 2, param_dims, scales,
                       (size_t)out * sizeof *scales, error) &&
        iq_overlay_put(zeros_name, IQ_DTYPE_F32, 2, param_dims, zeros, (size_t)out * sizeof *zeros,
@@ -194,7 +202,7 @@ static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits
                           .before = linear};
   MlirLocation location = mlirOperationGetLocation(linear);
   MlirType types[3] = {
-      iq_tensor_type(context, 2, dims, mlirIntegerTypeUnsignedGet(context, 4)),
+      iq_tensor_type(context, 2, dims, mlirIntegerTypeUnsignedGet(context, (unsigned)bits)),
       iq_tensor_type(context, 2, param_dims, mlirF32TypeGet(context)),
       iq_tensor_type(context, 2, param_dims, mlirF32TypeGet(context)),
   };
@@ -229,6 +237,7 @@ static bool quantize_weight(MlirOperation module, MlirOperation linear, int bits
 
 static const char *const kv_choices[] = {"k4v4", "k4v16", "none", NULL};
 static const char *const weight_choices[] = {"rtn", "gptq", NULL};
+static const char *const lm_head_choices[] = {"float", "w8a8", NULL};
 
 static const iq_pass_option_info_t quantize_options[] = {
     {"w-bits", IQ_OPTION_INT, "4", "bits of the projection weights: 4, or 16 to keep them float",
@@ -248,6 +257,9 @@ static const iq_pass_option_info_t quantize_options[] = {
      1e-3, 1.0},
     {"kv-clip", IQ_OPTION_FLOAT, "0.9", "clip ratio of the K and V ranges, in (0, 1]", NULL,
      1e-3, 1.0},
+    {"lm-head", IQ_OPTION_ENUM, "float",
+     "lm_head: float, or w8a8 (8-bit RTN weights per output row and 8-bit per-token inputs)",
+     lm_head_choices, 1, 0},
 };
 
 static bool run_quantize(MlirOperation op, const iq_pass_options_t *options) {
@@ -257,6 +269,7 @@ static bool run_quantize(MlirOperation op, const iq_pass_options_t *options) {
   const char *weights = iq_pass_option_string(options, "weights");
   double clip = iq_pass_option_float(options, "clip");
   double kv_clip = iq_pass_option_float(options, "kv-clip");
+  bool lm_head_w8a8 = strcmp(iq_pass_option_string(options, "lm-head"), "w8a8") == 0;
   if (w_bits != 4 && w_bits != 16)
     return llama_emit_error(op, PASS,
                             iq_error_create(NULL, "w-bits", "use w-bits=4 or w-bits=16",
@@ -339,6 +352,17 @@ static bool run_quantize(MlirOperation op, const iq_pass_options_t *options) {
                                   .layer = (uint32_t)i, .point = inputs[p]};
       ok = quantize_weight(op, projections[p], w_bits, &hessian, &error);
     }
+  }
+  /* The lm_head input keeps its full range (clip 1): 8 bits leave little
+   * rounding error, and clipping the logits' input would cut outliers. */
+  if (ok && lm_head_w8a8) {
+    scheme_t per_token8 = {.bits = 8, .granularity = "per_token", .axis = 2, .clip = 1.0};
+    hessian_source_t rtn = {0};
+    where = graph.lm_head;
+    ok = quantize_input(&graph.lm_head, 1, 0, &per_token8);
+    if (!ok)
+      iq_error_set(&error, NULL, NULL, NULL, "cannot create the quantization ops");
+    ok = ok && quantize_weight(op, graph.lm_head, 8, &rtn, &error);
   }
   llama_graph_free(&graph);
   iq_statistics_close(statistics);

@@ -41,6 +41,7 @@ typedef struct options {
   const char *statistics; /* --statistics, or NULL for OUTPUT.iqs */
   const char *weights;    /* --weights: rtn or gptq */
   const char *kv;         /* --kv: k4v4 or k4v16, for --quant=w4a4kv4 */
+  const char *lm_head;    /* --lm-head: float or w8a8, for --quant=w4a4kv4 */
   const char *rotations;  /* --rotations, or NULL for OUTPUT.rotations.iqw */
   const char *use_rotations; /* --use-rotations: rotations of an earlier run, so no PSOT */
   iq_psot_options_t psot; /* --block-diag and the --psot-* options */
@@ -68,11 +69,14 @@ static void print_usage(FILE *stream) {
         "                           see below)\n"
         "  --kv=MODE                KV cache of --quant=w4a4kv4: k4v4 (4-bit K and V; default)\n"
         "                           or k4v16 (4-bit K, float V)\n"
+        "  --lm-head=MODE           lm_head of --quant=w4a4kv4: float (default) or w8a8 (8-bit\n"
+        "                           weights per output row, 8-bit per-token inputs)\n"
         "  --weights=QUANTIZER      rtn (round to nearest with MSE clip search; default) or\n"
         "                           gptq (needs --calibration: a second calibration run on the\n"
         "                           rotated float graph records the x^T x GPTQ uses)\n"
-        "  --kernels=KIND           int4 (default for w4a4kv4): linears with 4-bit weights and\n"
-        "                           per-token 4-bit inputs run on the generated int4 kernels;\n"
+        "  --kernels=KIND           int4 (default for w4a4kv4): the quantized linears (4-bit\n"
+        "                           per-token or per-group inputs, or the 8-bit lm_head) run\n"
+        "                           on the generated int4 kernels;\n"
         "                           float: every op runs on float32 kernels (fake quantization)\n"
         "  --emit=STAGE             stop after a stage: mlir (kernel-level MLIR), llvm (LLVM IR),\n"
         "                           asm (assembly) or obj (object file); the weights of an ONNX\n"
@@ -210,6 +214,12 @@ static int parse_psot_option(int argc, char **argv, int *i, options_t *o) {
   if (valued_option(argc, argv, i, "--weights", &value)) {
     o->weights = value;
     return value ? 0 : usage_error("%s needs rtn or gptq", "--weights");
+  }
+  if (valued_option(argc, argv, i, "--lm-head", &value)) {
+    o->lm_head = value;
+    if (!value || (strcmp(value, "float") != 0 && strcmp(value, "w8a8") != 0))
+      return usage_error("%s needs float or w8a8", "--lm-head");
+    return 0;
   }
   if (valued_option(argc, argv, i, "--kv", &value)) {
     o->kv = value;
@@ -649,8 +659,8 @@ static bool quantize_graph(MlirContext context, MlirOperation root, const option
     snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{a-bits=16 kv=none%s})",
              weights_options);
   else
-    snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{kv=%s%s})", o->kv,
-             weights_options);
+    snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{kv=%s lm-head=%s%s})", o->kv,
+             o->lm_head ? o->lm_head : "float", weights_options);
   if (ok) {
     iq_log(IQ_LOG_INFO, "quantization pipeline: %s", pipeline);
     ok = run_pipeline(context, root, pipeline, error) && iq_verify(root);
@@ -820,7 +830,8 @@ static int compile(const options_t *o) {
   }
   MlirModule lowered = {NULL};
   bool uses_openmp = source && strstr(source, "scf.parallel") != NULL;
-  bool uses_int4 = source && strstr(source, "@iq_int4_linear") != NULL;
+  bool uses_int4 = source && (strstr(source, "@iq_int4_linear") != NULL ||
+                              strstr(source, "@iq_int8_linear") != NULL);
   if (ok && !emitted_source) {
     lowered = mlirModuleCreateParse(context, mlirStringRefCreateFromCString(source));
     ok = !mlirModuleIsNull(lowered) ||
