@@ -136,6 +136,7 @@ static const char *attention_constants =
     "    %f_minus1 = arith.constant -1.0 : f32\n"
     "    %f15 = arith.constant 15.0 : f32\n"
     "    %eps = arith.constant 1.0e-08 : f32\n"
+    "    %c8 = arith.constant 8 : index\n"
     "    %half = arith.divui %hd, %c2 : index\n";
 
 void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa) {
@@ -179,6 +180,76 @@ void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa) {
   iq_text_printf(t, "      }\n    }\n    return\n  }\n");
 }
 
+/* Emits %dot, the dot product of the transformed query in work[0, hd)
+ * with the K codes of %slot (bytes from %kbase). From hd = 16 on, eight
+ * independent partial sums take bytes i = l mod 8 and are added pairwise
+ * at the end, so the adds do not wait on each other; smaller heads use one
+ * sum. Each partial sum adds q[2i] * low nibble, then q[2i + 1] * high
+ * nibble, in byte order (the scalar reference does the same). */
+static void emit_score_dot(iq_text_t *t) {
+  iq_text_printf(t,
+                 "          %%eight_lanes = arith.cmpi uge, %%half, %%c8 : index\n"
+                 "          %%dot = scf.if %%eight_lanes -> (f32) {\n"
+                 "            %%parts:8 = scf.for %%i = %%c0 to %%half step %%c8 iter_args(");
+  for (int l = 0; l < 8; ++l)
+    iq_text_printf(t, "%s%%s%d = %%f0", l ? ", " : "", l);
+  iq_text_printf(t, ") -> (f32, f32, f32, f32, f32, f32, f32, f32) {\n");
+  for (int l = 0; l < 8; ++l)
+    iq_text_printf(t,
+                   "              %%l%d = arith.constant %d : index\n"
+                   "              %%i%d = arith.addi %%i, %%l%d : index\n"
+                   "              %%b%d = arith.addi %%kbase, %%i%d : index\n"
+                   "              %%byte%d = memref.load %%k_codes[%%b%d] : memref<?xi8>\n"
+                   "              %%lo%d = arith.andi %%byte%d, %%i8_15 : i8\n"
+                   "              %%hi%d = arith.shrui %%byte%d, %%i8_4 : i8\n"
+                   "              %%flo%d = arith.uitofp %%lo%d : i8 to f32\n"
+                   "              %%fhi%d = arith.uitofp %%hi%d : i8 to f32\n"
+                   "              %%e%d = arith.muli %%i%d, %%c2 : index\n"
+                   "              %%o%d = arith.addi %%e%d, %%c1 : index\n"
+                   "              %%qe%d = memref.load %%work[%%e%d] : memref<?xf32>\n"
+                   "              %%qo%d = memref.load %%work[%%o%d] : memref<?xf32>\n"
+                   "              %%pe%d = arith.mulf %%qe%d, %%flo%d : f32\n"
+                   "              %%ae%d = arith.addf %%s%d, %%pe%d : f32\n"
+                   "              %%po%d = arith.mulf %%qo%d, %%fhi%d : f32\n"
+                   "              %%ao%d = arith.addf %%ae%d, %%po%d : f32\n",
+                   l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l, l,
+                   l, l, l, l, l, l, l, l, l, l);
+  iq_text_printf(t, "              scf.yield ");
+  for (int l = 0; l < 8; ++l)
+    iq_text_printf(t, "%s%%ao%d", l ? ", " : "", l);
+  iq_text_printf(t,
+                 " : f32, f32, f32, f32, f32, f32, f32, f32\n"
+                 "            }\n"
+                 "            %%p01 = arith.addf %%parts#0, %%parts#1 : f32\n"
+                 "            %%p23 = arith.addf %%parts#2, %%parts#3 : f32\n"
+                 "            %%p45 = arith.addf %%parts#4, %%parts#5 : f32\n"
+                 "            %%p67 = arith.addf %%parts#6, %%parts#7 : f32\n"
+                 "            %%p0123 = arith.addf %%p01, %%p23 : f32\n"
+                 "            %%p4567 = arith.addf %%p45, %%p67 : f32\n"
+                 "            %%sum8 = arith.addf %%p0123, %%p4567 : f32\n"
+                 "            scf.yield %%sum8 : f32\n"
+                 "          } else {\n"
+                 "            %%sum1 = scf.for %%i = %%c0 to %%half step %%c1 iter_args(%%acc = %%f0) -> (f32) {\n"
+                 "              %%bi = arith.addi %%kbase, %%i : index\n"
+                 "              %%byte = memref.load %%k_codes[%%bi] : memref<?xi8>\n"
+                 "              %%lo = arith.andi %%byte, %%i8_15 : i8\n"
+                 "              %%hi = arith.shrui %%byte, %%i8_4 : i8\n"
+                 "              %%flo = arith.uitofp %%lo : i8 to f32\n"
+                 "              %%fhi = arith.uitofp %%hi : i8 to f32\n"
+                 "              %%d0 = arith.muli %%i, %%c2 : index\n"
+                 "              %%d1 = arith.addi %%d0, %%c1 : index\n"
+                 "              %%q0 = memref.load %%work[%%d0] : memref<?xf32>\n"
+                 "              %%q1 = memref.load %%work[%%d1] : memref<?xf32>\n"
+                 "              %%p0 = arith.mulf %%q0, %%flo : f32\n"
+                 "              %%a0 = arith.addf %%acc, %%p0 : f32\n"
+                 "              %%p1 = arith.mulf %%q1, %%fhi : f32\n"
+                 "              %%a1 = arith.addf %%a0, %%p1 : f32\n"
+                 "              scf.yield %%a1 : f32\n"
+                 "            }\n"
+                 "            scf.yield %%sum1 : f32\n"
+                 "          }\n");
+}
+
 void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa) {
   iq_text_printf(t,
                  "  func.func @iqk_%s_attention(%%q: memref<?xf32>, %%out: memref<?xf32>, "
@@ -219,24 +290,10 @@ void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa) {
       "        %%max = scf.for %%j = %%c0 to %%keys step %%c1 iter_args(%%best = %%f_minus_inf) "
       "-> (f32) {\n"
       "          %%slot = arith.addi %%g_slots, %%j : index\n"
-      "          %%kbase = arith.muli %%slot, %%half : index\n"
-      "          %%dot = scf.for %%i = %%c0 to %%half step %%c1 iter_args(%%acc = %%f0) -> (f32) {\n"
-      "            %%bi = arith.addi %%kbase, %%i : index\n"
-      "            %%byte = memref.load %%k_codes[%%bi] : memref<?xi8>\n"
-      "            %%lo = arith.andi %%byte, %%i8_15 : i8\n"
-      "            %%hi = arith.shrui %%byte, %%i8_4 : i8\n"
-      "            %%flo = arith.uitofp %%lo : i8 to f32\n"
-      "            %%fhi = arith.uitofp %%hi : i8 to f32\n"
-      "            %%d0 = arith.muli %%i, %%c2 : index\n"
-      "            %%d1 = arith.addi %%d0, %%c1 : index\n"
-      "            %%q0 = memref.load %%work[%%d0] : memref<?xf32>\n"
-      "            %%q1 = memref.load %%work[%%d1] : memref<?xf32>\n"
-      "            %%p0 = arith.mulf %%q0, %%flo : f32\n"
-      "            %%a0 = arith.addf %%acc, %%p0 : f32\n"
-      "            %%p1 = arith.mulf %%q1, %%fhi : f32\n"
-      "            %%a1 = arith.addf %%a0, %%p1 : f32\n"
-      "            scf.yield %%a1 : f32\n"
-      "          }\n"
+      "          %%kbase = arith.muli %%slot, %%half : index\n");
+  emit_score_dot(t);
+  iq_text_printf(
+      t,
       "          %%ks = memref.load %%k_scale[%%slot] : memref<?xf32>\n"
       "          %%kz = memref.load %%k_zero_points[%%slot] : memref<?xf32>\n"
       "          %%zq = arith.mulf %%kz, %%qsum : f32\n"

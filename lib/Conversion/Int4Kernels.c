@@ -278,37 +278,60 @@ static void emit_epilogue(iq_text_t *t, const char *p, const char *dot, const ch
                  indent, p, p, p, indent, p, yindex);
 }
 
-/* ---- GEMV (M = 1) ------------------------------------------------------------
+/* ---- GEMV (M = 1 or 2) -------------------------------------------------------
  * Each iteration of the group loop streams one group's weights (4 rows)
- * once, against the 64 activation codes of each block kept in registers. */
+ * once, against the 64 activation codes of each block (of each of the
+ * `rows` activation rows) kept in registers. With two rows (iqk_<isa>_gemv2)
+ * the activations are in panels of 2: row r of block b at (2b + r) * 64. */
 
-static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa) {
+static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa, int rows) {
   iq_int4_isa_kind_t kind = isa->kind;
   const char *narrow = narrow_type(kind), *wide = wide_type(kind);
+  int count = 4 * rows; /* accumulators: weight row r, activation row a at 4a + r */
   iq_text_printf(t,
-                 "  func.func @iqk_%s_gemv(%s, %%blocks: index, %%k32: i32, %%n: index, "
+                 "  func.func @iqk_%s_gemv%s(%s, %%blocks: index, %%k32: i32, %%n: index, "
                  "%%g_begin: index, %%g_end: index) {\n",
-                 isa->name, memref_arguments);
+                 isa->name, rows == 2 ? "2" : "", memref_arguments);
   emit_common_constants(t);
   emit_isa_constants(t, kind);
   /* Software prefetch 4 KiB (32 blocks of a group) ahead of the stream. */
   iq_text_printf(t,
                  "    %%prefetch_distance = arith.constant 4096 : index\n"
                  "    %%group_bytes = arith.muli %%blocks, %%c128 : index\n"
+                 "    %%a_stride = arith.constant %d : index\n"
                  "    scf.for %%g = %%g_begin to %%g_end step %%c1 {\n"
                  "      %%g_base = arith.muli %%g, %%group_bytes : index\n"
-                 "      %%wide:4 = scf.for %%chunk_begin = %%c0 to %%blocks step %%chunk "
-                 "iter_args(%%v0 = %%wide_zero, %%v1 = %%wide_zero, %%v2 = %%wide_zero, "
-                 "%%v3 = %%wide_zero) -> (%s, %s, %s, %s) {\n"
+                 "      %%wide:%d = scf.for %%chunk_begin = %%c0 to %%blocks step %%chunk "
+                 "iter_args(",
+                 64 * rows, count);
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%%v%d = %%wide_zero", i ? ", " : "", i);
+  iq_text_printf(t, ") -> (");
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%s", i ? ", " : "", wide);
+  iq_text_printf(t,
+                 ") {\n"
                  "      %%chunk_limit = arith.addi %%chunk_begin, %%chunk : index\n"
                  "      %%chunk_end = arith.minui %%chunk_limit, %%blocks : index\n"
-                 "      %%narrow:4 = scf.for %%b = %%chunk_begin to %%chunk_end step %%c1 "
-                 "iter_args(%%h0 = %%narrow_zero, %%h1 = %%narrow_zero, %%h2 = %%narrow_zero, "
-                 "%%h3 = %%narrow_zero) -> (%s, %s, %s, %s) {\n"
-                 "        %%a_base = arith.muli %%b, %%c64 : index\n"
-                 "        %%a_high = arith.addi %%a_base, %%c32 : index\n"
-                 "        %%a0 = vector.load %%a[%%a_base] : memref<?xi8>, vector<32xi8>\n"
-                 "        %%a1 = vector.load %%a[%%a_high] : memref<?xi8>, vector<32xi8>\n"
+                 "      %%narrow:%d = scf.for %%b = %%chunk_begin to %%chunk_end step %%c1 "
+                 "iter_args(",
+                 count);
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%%h%d = %%narrow_zero", i ? ", " : "", i);
+  iq_text_printf(t, ") -> (");
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%s", i ? ", " : "", narrow);
+  iq_text_printf(t,
+                 ") {\n"
+                 "        %%a_base = arith.muli %%b, %%a_stride : index\n");
+  for (int a = 0; a < rows; ++a)
+    iq_text_printf(t,
+                   "        %%a%d_low = arith.addi %%a_base, %%c%d : index\n"
+                   "        %%a%d_high = arith.addi %%a%d_low, %%c32 : index\n"
+                   "        %%x%d_0 = vector.load %%a[%%a%d_low] : memref<?xi8>, vector<32xi8>\n"
+                   "        %%x%d_1 = vector.load %%a[%%a%d_high] : memref<?xi8>, vector<32xi8>\n",
+                   a, a == 0 ? 0 : 64, a, a, a, a, a, a);
+  iq_text_printf(t,
                  "        %%b_offset = arith.muli %%b, %%c128 : index\n"
                  "        %%w0_index = arith.addi %%g_base, %%b_offset : index\n"
                  "        %%w1_index = arith.addi %%w0_index, %%c32 : index\n"
@@ -317,46 +340,69 @@ static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "        %%pf0 = arith.addi %%w0_index, %%prefetch_distance : index\n"
                  "        %%pf1 = arith.addi %%pf0, %%c64 : index\n"
                  "        memref.prefetch %%w[%%pf0], read, locality<0>, data : memref<?xi8>\n"
-                 "        memref.prefetch %%w[%%pf1], read, locality<0>, data : memref<?xi8>\n",
-                 wide, wide, wide, wide, narrow, narrow, narrow, narrow);
+                 "        memref.prefetch %%w[%%pf1], read, locality<0>, data : memref<?xi8>\n");
   for (int r = 0; r < 4; ++r) {
-    char p[16], index[16], out[16], acc[16], lo[24], hi[24];
+    char p[16], index[16], lo[24], hi[24];
     snprintf(p, sizeof p, "w%d", r);
     snprintf(index, sizeof index, "w%d_index", r);
     emit_weight_load(t, p, index);
-    snprintf(out, sizeof out, "n%d", r);
-    snprintf(acc, sizeof acc, "h%d", r);
     snprintf(lo, sizeof lo, "w%d_lo", r);
     snprintf(hi, sizeof hi, "w%d_hi", r);
-    emit_block_step(t, kind, out, acc, lo, hi, "a0", "a1");
+    for (int a = 0; a < rows; ++a) {
+      char out[16], acc[16], x0[16], x1[16];
+      snprintf(out, sizeof out, "n%d", 4 * a + r);
+      snprintf(acc, sizeof acc, "h%d", 4 * a + r);
+      snprintf(x0, sizeof x0, "x%d_0", a);
+      snprintf(x1, sizeof x1, "x%d_1", a);
+      emit_block_step(t, kind, out, acc, lo, hi, x0, x1);
+    }
   }
-  iq_text_printf(t, "        scf.yield %%n0, %%n1, %%n2, %%n3 : %s, %s, %s, %s\n      }\n", narrow,
-                 narrow, narrow, narrow);
-  for (int r = 0; r < 4; ++r) {
+  iq_text_printf(t, "        scf.yield ");
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%%n%d", i ? ", " : "", i);
+  iq_text_printf(t, " : ");
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%s", i ? ", " : "", narrow);
+  iq_text_printf(t, "\n      }\n");
+  for (int i = 0; i < count; ++i) {
     char out[16], wide_in[16], acc[16];
-    snprintf(out, sizeof out, "f%d", r);
-    snprintf(wide_in, sizeof wide_in, "v%d", r);
-    snprintf(acc, sizeof acc, "narrow#%d", r);
+    snprintf(out, sizeof out, "f%d", i);
+    snprintf(wide_in, sizeof wide_in, "v%d", i);
+    snprintf(acc, sizeof acc, "narrow#%d", i);
     emit_flush(t, kind, out, wide_in, acc);
   }
-  iq_text_printf(t, "      scf.yield %%f0, %%f1, %%f2, %%f3 : %s, %s, %s, %s\n      }\n", wide, wide,
-                 wide, wide);
+  iq_text_printf(t, "      scf.yield ");
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%%f%d", i ? ", " : "", i);
+  iq_text_printf(t, " : ");
+  for (int i = 0; i < count; ++i)
+    iq_text_printf(t, "%s%s", i ? ", " : "", wide);
+  iq_text_printf(t, "\n      }\n");
   iq_text_printf(t, "      %%g_row = arith.muli %%g, %%c4 : index\n");
   for (int r = 0; r < 4; ++r) {
-    char out[16], wide_in[16], p[16], dot[16], row[16];
-    snprintf(out, sizeof out, "dot%d", r);
-    snprintf(wide_in, sizeof wide_in, "wide#%d", r);
-    emit_reduce(t, kind, out, wide_in);
-    snprintf(row, sizeof row, "row%d", r);
     iq_text_printf(t,
                    "      %%r%d = arith.constant %d : index\n"
                    "      %%row%d = arith.addi %%g_row, %%r%d : index\n"
                    "      %%in%d = arith.cmpi ult, %%row%d, %%n : index\n"
                    "      scf.if %%in%d {\n",
                    r, r, r, r, r, r, r);
-    snprintf(p, sizeof p, "e%d", r);
-    snprintf(dot, sizeof dot, "dot%d", r);
-    emit_epilogue(t, p, dot, row, "c0", row, "        ");
+    for (int a = 0; a < rows; ++a) {
+      char out[16], wide_in[16], p[16], row[16], arow[16], yindex[16];
+      int i = 4 * a + r;
+      snprintf(out, sizeof out, "dot%d", i);
+      snprintf(wide_in, sizeof wide_in, "wide#%d", i);
+      emit_reduce(t, kind, out, wide_in);
+      snprintf(row, sizeof row, "row%d", r);
+      snprintf(p, sizeof p, "e%d", i);
+      snprintf(arow, sizeof arow, "c%d", a);
+      if (a == 0) {
+        snprintf(yindex, sizeof yindex, "%s", row);
+      } else {
+        iq_text_printf(t, "        %%y%d = arith.addi %%row%d, %%n : index\n", i, r);
+        snprintf(yindex, sizeof yindex, "y%d", i);
+      }
+      emit_epilogue(t, p, out, row, arow, yindex, "        ");
+    }
     iq_text_printf(t, "      }\n");
   }
   iq_text_printf(t, "    }\n    return\n  }\n");
@@ -634,7 +680,8 @@ char *iq_int4_kernel_source(const iq_int4_isa_t *isa, iq_error_t **error) {
     iq_int4_emit_quantize(&text, isa, iq_int4_hadamard_factors[f]);
   iq_int4_emit_kv_append(&text, isa);
   iq_int4_emit_attention(&text, isa);
-  emit_gemv(&text, isa);
+  emit_gemv(&text, isa, 1);
+  emit_gemv(&text, isa, 2);
   if (isa->kind == IQ_INT4_I8MM)
     emit_gemm_i8mm(&text, isa);
   else

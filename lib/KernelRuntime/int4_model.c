@@ -296,24 +296,13 @@ void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
       }
     }
     float *high_out = scratch.y, *low_out = scratch.y + 2 * tokens * n;
-    if (tokens == 1) {
-      /* One token: four GEMV passes, one per (activation half, weight
-       * half), which beat one GEMM call whose 8-row panel would contain 2. */
-      for (int a = 0; status == 0 && a < 2; ++a) {
-        status = iqk_activations_set_codes(scratch.activations, 1, scratch.codes + a * k,
-                                           scratch.zero_codes, scratch.ones);
-        if (status == 0)
-          status = iqk_matmul(&weights[0], scratch.activations, high_out + a * n);
-        if (status == 0)
-          status = iqk_matmul(&weights[1], scratch.activations, low_out + a * n);
-      }
-    } else {
-      status = set_plain_rows(2 * tokens);
-      if (status == 0)
-        status = iqk_matmul(&weights[0], scratch.activations, high_out);
-      if (status == 0)
-        status = iqk_matmul(&weights[1], scratch.activations, low_out);
-    }
+    /* One token gives two rows, which the two-row GEMV kernel reads in one
+     * pass over each weight half. */
+    status = set_plain_rows(2 * tokens);
+    if (status == 0)
+      status = iqk_matmul(&weights[0], scratch.activations, high_out);
+    if (status == 0)
+      status = iqk_matmul(&weights[1], scratch.activations, low_out);
     for (int64_t t = 0; status == 0 && t < tokens; ++t) {
       const float *hh = high_out + 2 * t * n, *lh = hh + n; /* activation half x weight half */
       const float *hl = low_out + 2 * t * n, *ll = hl + n;

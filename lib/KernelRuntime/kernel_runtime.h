@@ -17,7 +17,9 @@
       IQK_MEMREF(float)
 
 /* iqk_<isa>_gemv(weights, activations, y, blocks, K, n, group_begin,
- * group_end): the rows of groups [group_begin, group_end) for one token. */
+ * group_end): the rows of groups [group_begin, group_end) for one token.
+ * iqk_<isa>_gemv2 has the same arguments and does two tokens, whose
+ * activations are in one panel of 2 rows. */
 typedef void iqk_gemv_fn(IQK_KERNEL_ARGUMENTS, int64_t blocks, int32_t k, int64_t n,
                          int64_t group_begin, int64_t group_end);
 /* iqk_<isa>_gemm(..., partial, blocks, K, n, m, group_begin, group_end,
@@ -74,6 +76,7 @@ typedef void iqk_attention_fn(IQK_MEMREF(float), IQK_MEMREF(float), IQK_MEMREF(u
 typedef struct iqk_kernel_set {
   const char *name;
   iqk_gemv_fn *gemv;
+  iqk_gemv_fn *gemv2;
   iqk_gemm_fn *gemm;
   iqk_quantize_fn *quantize[IQK_QUANTIZER_COUNT];
   iqk_kv_append_fn *kv_append;

@@ -34,7 +34,7 @@ const char *iqk_last_error(void) { return last_error; }
 /* ---- Kernel sets -------------------------------------------------------------- */
 
 #define DECLARE_KERNELS(isa)                                                                      \
-  iqk_gemv_fn iqk_##isa##_gemv;                                                                   \
+  iqk_gemv_fn iqk_##isa##_gemv, iqk_##isa##_gemv2;                                               \
   iqk_gemm_fn iqk_##isa##_gemm;                                                                   \
   iqk_quantize_fn iqk_##isa##_quantize, iqk_##isa##_quantize_h1, iqk_##isa##_quantize_h172,      \
       iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,            \
@@ -46,7 +46,7 @@ const char *iqk_last_error(void) { return last_error; }
 
 #define KERNEL_SET(isa)                                                                           \
   {                                                                                               \
-    #isa, iqk_##isa##_gemv, iqk_##isa##_gemm, {                                                   \
+    #isa, iqk_##isa##_gemv, iqk_##isa##_gemv2, iqk_##isa##_gemm, {                                \
       iqk_##isa##_quantize, iqk_##isa##_quantize_h1, iqk_##isa##_quantize_h172,                  \
           iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,        \
           iqk_##isa##_quantize_h60, iqk_##isa##_quantize_h52, iqk_##isa##_quantize_h36,           \
@@ -384,7 +384,8 @@ static int prepare_rows(iqk_activations_t *a, int64_t m) {
     return iqk_fail("invalid activation row count %lld; the buffer holds 1 to %lld rows",
                 (long long)m, (long long)a->capacity);
   a->m = m;
-  a->panel_rows = m == 1 ? 1 : IQK_PANEL_ROWS;
+  /* One or two rows take the GEMV kernels, more the GEMM kernel. */
+  a->panel_rows = m <= 2 ? m : IQK_PANEL_ROWS;
   int64_t rows = padded_rows(a);
   memset(a->codes, 0, (size_t)(rows * a->blocks * IQK_BLOCK_K));
   memset(a->zero, 0, (size_t)rows * sizeof(int32_t));
@@ -548,14 +549,14 @@ static void run_part(void *context, int part, int parts) {
   if (group_begin == group_end || panel_begin == panel_end)
     return;
   int64_t w_rows = w->groups * IQK_GROUP_ROWS, a_rows = padded_rows(a);
-  if (a->m == 1) {
-    task->set->gemv(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128),
-                    IQK_MEMREF_ARGS(w->zero, w_rows), IQK_MEMREF_ARGS(w->sum, w_rows),
-                    IQK_MEMREF_ARGS(w->scale, w_rows),
-                    IQK_MEMREF_ARGS(a->codes, a_rows * a->blocks * IQK_BLOCK_K),
-                    IQK_MEMREF_ARGS(a->zero, a_rows), IQK_MEMREF_ARGS(a->sum, a_rows),
-                    IQK_MEMREF_ARGS(a->scale, a_rows), IQK_MEMREF_ARGS(task->y, w->n),
-                    w->blocks, (int32_t)w->k, w->n, group_begin, group_end);
+  if (a->m <= 2) {
+    iqk_gemv_fn *gemv = a->m == 1 ? task->set->gemv : task->set->gemv2;
+    gemv(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128), IQK_MEMREF_ARGS(w->zero, w_rows),
+         IQK_MEMREF_ARGS(w->sum, w_rows), IQK_MEMREF_ARGS(w->scale, w_rows),
+         IQK_MEMREF_ARGS(a->codes, a_rows * a->blocks * IQK_BLOCK_K),
+         IQK_MEMREF_ARGS(a->zero, a_rows), IQK_MEMREF_ARGS(a->sum, a_rows),
+         IQK_MEMREF_ARGS(a->scale, a_rows), IQK_MEMREF_ARGS(task->y, a->m * w->n), w->blocks,
+         (int32_t)w->k, w->n, group_begin, group_end);
   } else {
     task->set->gemm(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128),
                     IQK_MEMREF_ARGS(w->zero, w_rows), IQK_MEMREF_ARGS(w->sum, w_rows),
@@ -580,7 +581,7 @@ int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activation
                 (long long)weights->k, (long long)activations->k);
   matmul_task_t task = {.set = selected, .w = weights, .a = activations, .y = y};
   /* Partial sums are needed only when K spans more than one chunk. */
-  if (activations->m > 1 && weights->blocks > IQK_CHUNK_BLOCKS) {
+  if (activations->m > 2 && weights->blocks > IQK_CHUNK_BLOCKS) {
     task.partial_count = padded_rows(activations) * weights->n;
     task.partial = malloc((size_t)task.partial_count * sizeof(int32_t));
     if (!task.partial)

@@ -122,10 +122,22 @@ void reference_attention(const reference_cache_t *c, int64_t tokens, int64_t hea
       for (int64_t j = 0; j < keys; ++j) {
         int64_t slot = g * c->capacity + j;
         const uint8_t *codes = c->k_codes + slot * hd / 2;
+        /* From hd = 16 on, eight partial sums over bytes i = l mod 8, added
+         * pairwise at the end, as the kernels do. */
         float dot = 0.0f;
-        for (int64_t i = 0; i < hd / 2; ++i) {
-          dot = dot + work[2 * i] * (float)(codes[i] & 15);
-          dot = dot + work[2 * i + 1] * (float)(codes[i] >> 4);
+        if (hd / 2 >= 8) {
+          float part[8] = {0.0f};
+          for (int64_t i = 0; i < hd / 2; ++i) {
+            part[i % 8] = part[i % 8] + work[2 * i] * (float)(codes[i] & 15);
+            part[i % 8] = part[i % 8] + work[2 * i + 1] * (float)(codes[i] >> 4);
+          }
+          dot = ((part[0] + part[1]) + (part[2] + part[3])) +
+                ((part[4] + part[5]) + (part[6] + part[7]));
+        } else {
+          for (int64_t i = 0; i < hd / 2; ++i) {
+            dot = dot + work[2 * i] * (float)(codes[i] & 15);
+            dot = dot + work[2 * i + 1] * (float)(codes[i] >> 4);
+          }
         }
         float score = (c->k_scale[slot] * (dot - c->k_zero[slot] * qsum)) * scale;
         work[hd + j] = score;
