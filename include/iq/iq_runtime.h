@@ -44,7 +44,7 @@ typedef struct iq_model_config {
   int32_t vocab_size;
   float rope_theta;
   float norm_epsilon;
-  char quantization[16]; /* "none", "w4a16", "w4a4kv4" */
+  char quantization[16]; /* "none", "w4a16", "w4a4kv4", "a4kv4" */
   char target[32];       /* "x86_64-linux-gnu", "aarch64-linux-gnu" */
 } iq_model_config_t;
 

@@ -144,8 +144,8 @@ static iq_status_t parse_quantization(const record_t *record, iq_model_config_t 
   }
   const char *value = record->fields[1];
   if (strcmp(value, "none") != 0 && strcmp(value, "w4a16") != 0 &&
-      strcmp(value, "w4a4kv4") != 0) {
-    return fail_at(record, "unknown quantization (expected none, w4a16 or w4a4kv4)", value);
+      strcmp(value, "w4a4kv4") != 0 && strcmp(value, "a4kv4") != 0) {
+    return fail_at(record, "unknown quantization (expected none, w4a16, w4a4kv4 or a4kv4)", value);
   }
   return copy_name(record, config->quantization, sizeof config->quantization);
 }

@@ -60,9 +60,10 @@ static void print_usage(FILE *stream) {
         "  --cpu=NAME               LLVM CPU name; default: this machine's CPU when compiling\n"
         "                           for it, else a generic CPU of the target\n"
         "  --features=LIST          LLVM target features, e.g. +avx2,+fma\n"
-        "  --quant=SCHEME           none (float32, default), w4a16 (4-bit weights) or w4a4kv4\n"
-        "                           (4-bit weights, activations and KV cache, fake-quantized\n"
-        "                           in float32)\n"
+        "  --quant=SCHEME           none (float32, default), w4a16 (4-bit weights), w4a4kv4\n"
+        "                           (4-bit weights, activations and KV cache) or a4kv4 (float\n"
+        "                           weights, 4-bit inputs and KV cache: an ablation that\n"
+        "                           isolates the activation error)\n"
         "  --method=METHOD          how weights are prepared: rtn (norms fused, no rotation;\n"
         "                           default), quarot (norms fused, QuaRot rotations) or\n"
         "                           infoquant (PSOT rotations learned on --calibration text,\n"
@@ -346,8 +347,13 @@ static int parse_arguments(int argc, char **argv, options_t *o) {
     return usage_error("unsupported --target '%s'; use x86_64-linux-gnu or aarch64-linux-gnu",
                        o->target);
   if (strcmp(o->quant, "none") != 0 && strcmp(o->quant, "w4a16") != 0 &&
-      strcmp(o->quant, "w4a4kv4") != 0)
-    return usage_error("invalid --quant '%s'; use none, w4a16 or w4a4kv4", o->quant);
+      strcmp(o->quant, "w4a4kv4") != 0 && strcmp(o->quant, "a4kv4") != 0)
+    return usage_error("invalid --quant '%s'; use none, w4a16, w4a4kv4 or a4kv4", o->quant);
+  if (strcmp(o->quant, "a4kv4") == 0 && strcmp(o->weights, "rtn") != 0)
+    return usage_error("--quant=a4kv4 keeps the weights float; drop --weights=%s", o->weights);
+  if (o->kernels && strcmp(o->kernels, "int4") == 0 && strcmp(o->quant, "a4kv4") == 0)
+    return usage_error("%s", "--kernels=int4 needs 4-bit weights; --quant=a4kv4 runs on the "
+                             "float kernels");
   if (o->kernels && strcmp(o->kernels, "int4") != 0 && strcmp(o->kernels, "float") != 0)
     return usage_error("invalid --kernels '%s'; use int4 or float", o->kernels);
   if (o->kernels && strcmp(o->kernels, "int4") == 0 && strcmp(o->quant, "w4a16") == 0)
@@ -658,6 +664,8 @@ static bool quantize_graph(MlirContext context, MlirOperation root, const option
   if (strcmp(o->quant, "w4a16") == 0)
     snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{a-bits=16 kv=none%s})",
              weights_options);
+  else if (strcmp(o->quant, "a4kv4") == 0)
+    snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{w-bits=16 kv=%s})", o->kv);
   else
     snprintf(pipeline, sizeof pipeline, "builtin.module(iq-quantize{kv=%s lm-head=%s%s})", o->kv,
              o->lm_head ? o->lm_head : "float", weights_options);
