@@ -24,7 +24,7 @@
 #   IQ_BENCH_PREFILL (128) and IQ_BENCH_DECODE (64): prompt tokens and
 #     decode steps
 #   IQ_BENCH_COMPILE_ARGS (""): extra iq-compile options of the W4A4KV4
-#     libraries, e.g. "--weights=gptq" or "--threads=auto"
+#     libraries, e.g. "--threads=auto"
 #   IQ_BENCH_FLOAT_COMPILE_ARGS ("--threads=auto"): extra iq-compile
 #     options of the float32 library. --threads=auto runs its large
 #     linears on all threads, so it uses the same thread count as the rest
@@ -67,10 +67,11 @@ done
   fail "the calibration text $calibration_text is missing; set IQ_BENCH_CALIBRATION_TEXT to" \
     "a plain text file such as the WikiText-2 raw test split"
 [ -x "$bin/iq-compile" ] || fail "$bin/iq-compile is missing; build iq with scripts/build.sh"
-for value in "$threads" "$prefill" "$decode" "$calibration_windows" "$calibration_length" \
-  "$calibration_skip"; do
-  case "$value" in
-    '' | *[!0-9]*) fail "'$value' is not a non-negative integer; check the IQ_BENCH_* settings" ;;
+for setting in "IQ_BENCH_THREADS=$threads" "IQ_BENCH_PREFILL=$prefill" "IQ_BENCH_DECODE=$decode" \
+  "IQ_BENCH_CALIBRATION_WINDOWS=$calibration_windows" \
+  "IQ_BENCH_CALIBRATION_LENGTH=$calibration_length" "IQ_BENCH_CALIBRATION_SKIP=$calibration_skip"; do
+  case "${setting#*=}" in
+    '' | *[!0-9]*) fail "invalid $setting; expected a non-negative integer" ;;
   esac
 done
 [ "$prefill" -gt 0 ] && [ "$threads" -gt 0 ] || fail "IQ_BENCH_PREFILL and IQ_BENCH_THREADS must be positive"
@@ -86,16 +87,22 @@ runs="$work/runs"
 rm -rf "$runs"
 mkdir -p "$runs"
 
+# The checksum of iq-compile and the x86-64 archives it links into each
+# library, so a rebuilt iq recompiles the libraries.
+iq_build_id="$(cat "$bin/iq-compile" "$bin"/../lib/x86_64/*.a 2>/dev/null | sha256sum | cut -d' ' -f1)"
+
 # compile NAME OPTIONS...: builds $work/lib-NAME/libsmol.so unless the
-# library there was compiled with the same options. iq-compile's standard
-# error and the time and peak RSS of the whole command go to compile.log.
+# library there was compiled with the same options by the same iq build.
+# iq-compile's standard error and the time and peak RSS of the whole
+# command go to compile.log.
 compile() {
   local name="$1"
   shift
   local dir="$work/lib-$name"
   local options="$*"
-  if [ -f "$dir/libsmol.so" ] && [ "$(cat "$dir/options.txt" 2>/dev/null)" = "$options" ]; then
-    echo "== iq-compile $name: kept from an earlier run (same options: $options)"
+  if [ -f "$dir/libsmol.so" ] && [ "$(cat "$dir/options.txt" 2>/dev/null)" = "$options" ] &&
+    [ "$(cat "$dir/iq-build.txt" 2>/dev/null)" = "$iq_build_id" ]; then
+    echo "== iq-compile $name: kept from an earlier run (same options and iq build: $options)"
   else
     echo "== iq-compile $name: $options"
     rm -rf "$dir"
@@ -106,6 +113,7 @@ compile() {
       fail "iq-compile for $name failed; the whole log is $dir/compile.log"
     fi
     printf '%s' "$options" > "$dir/options.txt"
+    printf '%s' "$iq_build_id" > "$dir/iq-build.txt"
   fi
   grep -E "^(import|codegen): |took|^total: " "$dir/compile.log" || true
 }
