@@ -140,7 +140,8 @@ def performance_table(args):
         precision = gguf_precision(args.q4_0) if args.q4_0 else "Q4_0"
         rows.append(("llama.cpp Q4_0 (llama-bench)", precision,
                      llama_bench_rate(text, f"pp{args.prefill}"),
-                     llama_bench_rate(text, f"tg{args.decode}"), peak_rss_mib(text)))
+                     llama_bench_rate(text, f"tg{args.decode} @ d{args.prefill}"),
+                     peak_rss_mib(text)))
 
     print(f"Prefill of {args.prefill} tokens, then {args.decode} decode steps, "
           f"{args.threads} thread(s), tokens/s:")
