@@ -28,6 +28,11 @@ import time
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+# Exceptions of InferenceSession for a missing, unreadable or invalid model.
+LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+               ort_errors.InvalidProtobuf, ort_errors.NoSuchFile)
 
 
 def describe_weights(model):
@@ -137,7 +142,10 @@ def bench(args):
     options.intra_op_num_threads = args.threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(args.model, options, providers=["CPUExecutionProvider"])
+    except LOAD_ERRORS as error:
+        raise SystemExit(f"ort_bench: onnxruntime cannot load {args.model}: {error}") from None
     names = {value.name for value in session.get_inputs()}
     missing = {"input_ids", "position_ids", "past_key_values.0.key"} - names
     if missing:
