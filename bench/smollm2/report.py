@@ -76,8 +76,13 @@ def lm_head_option(options):
 def iq_precision(name, options):
     if name == "float":
         return "f32 weights, activations and KV cache; embedding f32; lm_head f32"
-    lm_head = lm_head_option(options)
-    lm_head = f"lm_head {lm_head} (--lm-head {lm_head})" if lm_head else "lm_head f32"
+    mode = lm_head_option(options)
+    if mode is None or mode == "float":
+        lm_head = "lm_head f32"
+    elif mode == "w8a8":
+        lm_head = "lm_head W8A8 (8-bit per-row weights and per-token input, --lm-head=w8a8)"
+    else:
+        lm_head = f"lm_head --lm-head={mode}"
     return f"W4A4 linears, int4 KV cache; embedding f32; {lm_head}"
 
 
