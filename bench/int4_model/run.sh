@@ -24,7 +24,7 @@
 #   IQ_BENCH_PREFILL (128) and IQ_BENCH_DECODE (64): prompt tokens and
 #     decode steps
 #   IQ_BENCH_COMPILE_ARGS (""): extra iq-compile options of the W4A4KV4
-#     libraries, e.g. "--threads=auto"
+#     libraries, e.g. "--lm-head=w8a8" or "--threads=auto"
 #   IQ_BENCH_FLOAT_COMPILE_ARGS ("--threads=auto"): extra iq-compile
 #     options of the float32 library. --threads=auto runs its large
 #     linears on all threads, so it uses the same thread count as the rest
