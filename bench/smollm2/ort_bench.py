@@ -16,7 +16,8 @@ initializer).
 single-token steps, each feeding back the present.* outputs of the last
 call as past_key_values.* and the argmax of its logits as the next token.
 One untimed run of the same shapes (the prompt and --warmup decode steps)
-comes first. It prints the same two lines as `iq-run --bench`.
+comes first. It prints the onnxruntime version, then the same two lines
+as `iq-run --bench`.
 """
 import argparse
 import json
@@ -170,6 +171,13 @@ def positive(text):
     return value
 
 
+def non_negative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+    return value
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -183,8 +191,8 @@ def main():
     timing.add_argument("model")
     timing.add_argument("--threads", type=positive, default=1, help="intra-op threads (1)")
     timing.add_argument("--prefill", type=positive, default=128, help="prompt tokens (128)")
-    timing.add_argument("--decode", type=int, default=64, help="decode steps (64)")
-    timing.add_argument("--warmup", type=int, default=2,
+    timing.add_argument("--decode", type=non_negative, default=64, help="decode steps (64)")
+    timing.add_argument("--warmup", type=non_negative, default=2,
                         help="decode steps of the untimed first run (2)")
     args = parser.parse_args()
     if args.command == "quantize":
