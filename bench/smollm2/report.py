@@ -119,6 +119,9 @@ def gguf_precision(path):
         head = f"lm_head {types['output.weight']}"
     else:
         head = f"lm_head = token_embd {embedding} (tied, no output.weight)"
+    # Not in the file: ggml's CPU backend multiplies Q4_0 weights with Q8_0
+    # activations (vec_dot_type), and llama-bench's default cache type is
+    # f16, in the llama.cpp of llama-cpp-python 0.3.16.
     return (f"layer matrices: {layers}; embedding {embedding}; {head}; "
             "activations Q8_0 in the matrix products; KV f16")
 
