@@ -29,7 +29,10 @@ mkdir -p "$out_dir"
 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
-timings=""
+# run is called in command substitutions (subshells), so the step times
+# go to a file.
+timings="$out_dir/timings.md"
+: > "$timings"
 
 # run NAME OPTIONS...: compiles lib_NAME.so and prints its perplexity.
 run() {
@@ -48,7 +51,7 @@ run() {
     echo "$0: iq-run --perplexity failed for $name" >&2
     exit 1
   fi
-  timings="$timings| $name | $(elapsed "$start" "$(now)") |"$'\n'
+  printf '| %s | %s |\n' "$name" "$(elapsed "$start" "$(now)")" >> "$timings"
   echo "$value"
 }
 
@@ -70,4 +73,5 @@ echo "| --- | --- | --- |"
 echo "| weights only (w4a16) | ${result[quarot_w4a16]} | ${result[infoquant_w4a16]} |"
 echo "| inputs and cache only (a4kv4, $kv) | ${result[quarot_a4kv4]} | ${result[infoquant_a4kv4]} |"
 echo
-printf '| step (compile and perplexity) | seconds |\n| --- | --- |\n%s' "$timings"
+printf '| step (compile and perplexity) | seconds |\n| --- | --- |\n'
+cat "$timings"
