@@ -78,6 +78,19 @@ static struct {
   size_t codes_size, y_size, row_size, plain_size;
 } scratch;
 
+/* Frees the scratch memory when the library unloads or the program exits. */
+__attribute__((destructor)) static void free_scratch(void) {
+  iqk_activations_free(scratch.activations);
+  free(scratch.codes);
+  free(scratch.zero_codes);
+  free(scratch.y);
+  free(scratch.scale);
+  free(scratch.ones);
+  free(scratch.zero);
+  free(scratch.sum);
+  memset(&scratch, 0, sizeof scratch);
+}
+
 static bool grow(void **buffer, size_t *size, size_t need, size_t element) {
   if (*size >= need)
     return true;

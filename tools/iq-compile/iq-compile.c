@@ -770,9 +770,12 @@ static int compile(const options_t *o) {
 
   /* 2b. Record activation statistics of the imported graph on the
    * calibration text. InfoQuant records them on the norm-fused graph
-   * instead (prepare_infoquant). */
+   * instead (prepare_infoquant). With --weights=gptq the text serves the
+   * x^T x of the rotated graph, so the imported graph is recorded only
+   * when --statistics asks for its file. */
   char statistics_path[4096];
-  if (ok && o->calibration.text_path && !infoquant) {
+  bool gptq_only = strcmp(o->weights, "gptq") == 0 && !o->statistics;
+  if (ok && o->calibration.text_path && !infoquant && !gptq_only) {
     if (o->statistics)
       snprintf(statistics_path, sizeof statistics_path, "%s", o->statistics);
     else
