@@ -137,6 +137,10 @@ static const char *attention_constants =
     "    %f15 = arith.constant 15.0 : f32\n"
     "    %eps = arith.constant 1.0e-08 : f32\n"
     "    %c8 = arith.constant 8 : index\n"
+    "    %c16 = arith.constant 16 : index\n"
+    "    %v15 = arith.constant dense<15> : vector<16xi8>\n"
+    "    %v4 = arith.constant dense<4> : vector<16xi8>\n"
+    "    %zero16 = arith.constant dense<0.0> : vector<16xf32>\n"
     "    %half = arith.divui %hd, %c2 : index\n";
 
 void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa) {
@@ -187,9 +191,43 @@ void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa) {
  * sum. Each partial sum adds q[2i] * low nibble, then q[2i + 1] * high
  * nibble, in byte order (the scalar reference does the same). */
 static void emit_score_dot(iq_text_t *t) {
+  /* From hd = 32 on: 16 lanes over 16-byte chunks, q's even and odd
+   * dimensions against the low and high nibbles, then the lanes added in
+   * order. */
+  iq_text_printf(t,
+                 "          %%sixteen_lanes = arith.cmpi uge, %%half, %%c16 : index\n"
+                 "          %%dot = scf.if %%sixteen_lanes -> (f32) {\n"
+                 "            %%lanes = scf.for %%cb = %%c0 to %%half step %%c16 iter_args(%%acc = %%zero16) -> (vector<16xf32>) {\n"
+                 "              %%bi = arith.addi %%kbase, %%cb : index\n"
+                 "              %%bytes = vector.load %%k_codes[%%bi] : memref<?xi8>, vector<16xi8>\n"
+                 "              %%lo = arith.andi %%bytes, %%v15 : vector<16xi8>\n"
+                 "              %%hi = arith.shrui %%bytes, %%v4 : vector<16xi8>\n"
+                 "              %%flo = arith.uitofp %%lo : vector<16xi8> to vector<16xf32>\n"
+                 "              %%fhi = arith.uitofp %%hi : vector<16xi8> to vector<16xf32>\n"
+                 "              %%qi = arith.muli %%cb, %%c2 : index\n"
+                 "              %%q32 = vector.load %%work[%%qi] : memref<?xf32>, vector<32xf32>\n"
+                 "              %%qe = vector.shuffle %%q32, %%q32 [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30] : vector<32xf32>, vector<32xf32>\n"
+                 "              %%qo = vector.shuffle %%q32, %%q32 [1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31] : vector<32xf32>, vector<32xf32>\n"
+                 "              %%pe = arith.mulf %%qe, %%flo : vector<16xf32>\n"
+                 "              %%ae = arith.addf %%acc, %%pe : vector<16xf32>\n"
+                 "              %%po = arith.mulf %%qo, %%fhi : vector<16xf32>\n"
+                 "              %%ao = arith.addf %%ae, %%po : vector<16xf32>\n"
+                 "              scf.yield %%ao : vector<16xf32>\n"
+                 "            }\n");
+  for (int l = 0; l < 16; ++l) {
+    char previous[16];
+    snprintf(previous, sizeof previous, l == 0 ? "f0" : "total%d", l - 1);
+    iq_text_printf(t,
+                   "            %%lane%d = vector.extract %%lanes[%d] : f32 from vector<16xf32>\n"
+                   "            %%total%d = arith.addf %%%s, %%lane%d : f32\n",
+                   l, l, l, previous, l);
+  }
+  iq_text_printf(t,
+                 "            scf.yield %%total15 : f32\n"
+                 "          } else {\n");
   iq_text_printf(t,
                  "          %%eight_lanes = arith.cmpi uge, %%half, %%c8 : index\n"
-                 "          %%dot = scf.if %%eight_lanes -> (f32) {\n"
+                 "          %%dot8 = scf.if %%eight_lanes -> (f32) {\n"
                  "            %%parts:8 = scf.for %%i = %%c0 to %%half step %%c8 iter_args(");
   for (int l = 0; l < 8; ++l)
     iq_text_printf(t, "%s%%s%d = %%f0", l ? ", " : "", l);
@@ -247,6 +285,8 @@ static void emit_score_dot(iq_text_t *t) {
                  "              scf.yield %%a1 : f32\n"
                  "            }\n"
                  "            scf.yield %%sum1 : f32\n"
+                 "          }\n"
+                 "          scf.yield %%dot8 : f32\n"
                  "          }\n");
 }
 
@@ -315,40 +355,73 @@ void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa) {
       "          %%next = arith.addf %%acc, %%e : f32\n"
       "          scf.yield %%next : f32\n"
       "        }\n"
-      "        scf.for %%d = %%c0 to %%hd step %%c1 {\n"
-      "          %%oi = arith.addi %%row, %%d : index\n"
-      "          memref.store %%f0, %%out[%%oi] : memref<?xf32>\n"
-      "        }\n"
+      /* weight_j = e_j / denominator * v_scale_j replaces e_j in work, and
+       * out[d] = sum over keys j, in order, of weight_j * (code_jd - v_zero_j). */
       "        scf.for %%j = %%c0 to %%keys step %%c1 {\n"
       "          %%slot = arith.addi %%g_slots, %%j : index\n"
-      "          %%vbase = arith.muli %%slot, %%half : index\n"
       "          %%wi = arith.addi %%hd, %%j : index\n"
       "          %%e = memref.load %%work[%%wi] : memref<?xf32>\n"
       "          %%p = arith.divf %%e, %%denominator : f32\n"
       "          %%vs = memref.load %%v_scale[%%slot] : memref<?xf32>\n"
-      "          %%vz = memref.load %%v_zero_points[%%slot] : memref<?xf32>\n"
       "          %%weight = arith.mulf %%p, %%vs : f32\n"
-      "          scf.for %%i = %%c0 to %%half step %%c1 {\n"
-      "            %%bi = arith.addi %%vbase, %%i : index\n"
-      "            %%byte = memref.load %%v_codes[%%bi] : memref<?xi8>\n"
-      "            %%lo = arith.andi %%byte, %%i8_15 : i8\n"
-      "            %%hi = arith.shrui %%byte, %%i8_4 : i8\n"
-      "            %%flo = arith.uitofp %%lo : i8 to f32\n"
-      "            %%fhi = arith.uitofp %%hi : i8 to f32\n"
-      "            %%c0v = arith.subf %%flo, %%vz : f32\n"
-      "            %%c1v = arith.subf %%fhi, %%vz : f32\n"
-      "            %%w0 = arith.mulf %%weight, %%c0v : f32\n"
-      "            %%w1 = arith.mulf %%weight, %%c1v : f32\n"
-      "            %%d0 = arith.muli %%i, %%c2 : index\n"
-      "            %%d1 = arith.addi %%d0, %%c1 : index\n"
-      "            %%o0i = arith.addi %%row, %%d0 : index\n"
-      "            %%o1i = arith.addi %%row, %%d1 : index\n"
-      "            %%o0 = memref.load %%out[%%o0i] : memref<?xf32>\n"
-      "            %%o1 = memref.load %%out[%%o1i] : memref<?xf32>\n"
-      "            %%n0 = arith.addf %%o0, %%w0 : f32\n"
-      "            %%n1 = arith.addf %%o1, %%w1 : f32\n"
-      "            memref.store %%n0, %%out[%%o0i] : memref<?xf32>\n"
-      "            memref.store %%n1, %%out[%%o1i] : memref<?xf32>\n"
+      "          memref.store %%weight, %%work[%%wi] : memref<?xf32>\n"
+      "        }\n"
+      /* From head_dim 32 on: 16 bytes (32 dimensions) at a time, the even
+       * and odd dimensions in two vectors, summed over the keys. */
+      "        %%v_wide = arith.cmpi uge, %%half, %%c16 : index\n"
+      "        scf.if %%v_wide {\n"
+      "          scf.for %%cb = %%c0 to %%half step %%c16 {\n"
+      "            %%sums:2 = scf.for %%j = %%c0 to %%keys step %%c1 iter_args(%%ae = %%zero16, %%ao = %%zero16) -> (vector<16xf32>, vector<16xf32>) {\n"
+      "              %%slot = arith.addi %%g_slots, %%j : index\n"
+      "              %%vbase = arith.muli %%slot, %%half : index\n"
+      "              %%bi = arith.addi %%vbase, %%cb : index\n"
+      "              %%bytes = vector.load %%v_codes[%%bi] : memref<?xi8>, vector<16xi8>\n"
+      "              %%lo = arith.andi %%bytes, %%v15 : vector<16xi8>\n"
+      "              %%hi = arith.shrui %%bytes, %%v4 : vector<16xi8>\n"
+      "              %%flo = arith.uitofp %%lo : vector<16xi8> to vector<16xf32>\n"
+      "              %%fhi = arith.uitofp %%hi : vector<16xi8> to vector<16xf32>\n"
+      "              %%wi = arith.addi %%hd, %%j : index\n"
+      "              %%w = memref.load %%work[%%wi] : memref<?xf32>\n"
+      "              %%wv = vector.broadcast %%w : f32 to vector<16xf32>\n"
+      "              %%vz = memref.load %%v_zero_points[%%slot] : memref<?xf32>\n"
+      "              %%vzv = vector.broadcast %%vz : f32 to vector<16xf32>\n"
+      "              %%ce = arith.subf %%flo, %%vzv : vector<16xf32>\n"
+      "              %%co = arith.subf %%fhi, %%vzv : vector<16xf32>\n"
+      "              %%pe = arith.mulf %%wv, %%ce : vector<16xf32>\n"
+      "              %%po = arith.mulf %%wv, %%co : vector<16xf32>\n"
+      "              %%ae2 = arith.addf %%ae, %%pe : vector<16xf32>\n"
+      "              %%ao2 = arith.addf %%ao, %%po : vector<16xf32>\n"
+      "              scf.yield %%ae2, %%ao2 : vector<16xf32>, vector<16xf32>\n"
+      "            }\n"
+      "            %%il = vector.shuffle %%sums#0, %%sums#1 [0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31] : vector<16xf32>, vector<16xf32>\n"
+      "            %%cb2 = arith.muli %%cb, %%c2 : index\n"
+      "            %%oi = arith.addi %%row, %%cb2 : index\n"
+      "            vector.store %%il, %%out[%%oi] : memref<?xf32>, vector<32xf32>\n"
+      "          }\n"
+      "        } else {\n"
+      "          scf.for %%d = %%c0 to %%hd step %%c1 {\n"
+      "            %%bd = arith.divui %%d, %%c2 : index\n"
+      "            %%odd_d = arith.remui %%d, %%c2 : index\n"
+      "            %%is_odd = arith.cmpi ne, %%odd_d, %%c0 : index\n"
+      "            %%sum = scf.for %%j = %%c0 to %%keys step %%c1 iter_args(%%acc = %%f0) -> (f32) {\n"
+      "              %%slot = arith.addi %%g_slots, %%j : index\n"
+      "              %%vbase = arith.muli %%slot, %%half : index\n"
+      "              %%bi = arith.addi %%vbase, %%bd : index\n"
+      "              %%byte = memref.load %%v_codes[%%bi] : memref<?xi8>\n"
+      "              %%lo = arith.andi %%byte, %%i8_15 : i8\n"
+      "              %%hi = arith.shrui %%byte, %%i8_4 : i8\n"
+      "              %%code = arith.select %%is_odd, %%hi, %%lo : i8\n"
+      "              %%fcode = arith.uitofp %%code : i8 to f32\n"
+      "              %%wi = arith.addi %%hd, %%j : index\n"
+      "              %%w = memref.load %%work[%%wi] : memref<?xf32>\n"
+      "              %%vz = memref.load %%v_zero_points[%%slot] : memref<?xf32>\n"
+      "              %%centred = arith.subf %%fcode, %%vz : f32\n"
+      "              %%pw = arith.mulf %%w, %%centred : f32\n"
+      "              %%next = arith.addf %%acc, %%pw : f32\n"
+      "              scf.yield %%next : f32\n"
+      "            }\n"
+      "            %%oi = arith.addi %%row, %%d : index\n"
+      "            memref.store %%sum, %%out[%%oi] : memref<?xf32>\n"
       "          }\n"
       "        }\n"
       "      }\n"

@@ -122,10 +122,19 @@ void reference_attention(const reference_cache_t *c, int64_t tokens, int64_t hea
       for (int64_t j = 0; j < keys; ++j) {
         int64_t slot = g * c->capacity + j;
         const uint8_t *codes = c->k_codes + slot * hd / 2;
-        /* From hd = 16 on, eight partial sums over bytes i = l mod 8, added
-         * pairwise at the end, as the kernels do. */
+        /* As the kernels do: from hd = 32 on, sixteen partial sums over bytes
+         * i = l mod 16, added in lane order; from hd = 16 on, eight partial
+         * sums over bytes i = l mod 8, added pairwise. */
         float dot = 0.0f;
-        if (hd / 2 >= 8) {
+        if (hd / 2 >= 16) {
+          float lane[16] = {0.0f};
+          for (int64_t i = 0; i < hd / 2; ++i) {
+            lane[i % 16] = lane[i % 16] + work[2 * i] * (float)(codes[i] & 15);
+            lane[i % 16] = lane[i % 16] + work[2 * i + 1] * (float)(codes[i] >> 4);
+          }
+          for (int l = 0; l < 16; ++l)
+            dot = dot + lane[l];
+        } else if (hd / 2 >= 8) {
           float part[8] = {0.0f};
           for (int64_t i = 0; i < hd / 2; ++i) {
             part[i % 8] = part[i % 8] + work[2 * i] * (float)(codes[i] & 15);
