@@ -34,6 +34,11 @@ typedef void iqk_gemm_fn(IQK_KERNEL_ARGUMENTS, IQK_MEMREF(int32_t), int64_t bloc
  * int4_kernels.h); a longer K needs the partial-sum buffer. */
 #define IQK_CHUNK_BLOCKS 32
 
+/* Multiply-adds (n * k * m) below which iqk_matmul does not use the
+ * thread pool: an estimate of where a wake-up of the workers costs more
+ * than the work it splits. */
+#define IQK_PARALLEL_MIN_WORK 65536
+
 /* iqk_<isa>_quantize[_h<F>](x, codes, zero, sum, scale, work, K, blocks,
  * panel_rows, row_begin, row_end, log2(K / F), 1 / sqrt(K), clip):
  * quantizes rows [row_begin, row_end) of x, after the Hadamard transform

@@ -593,6 +593,10 @@ int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activation
    * and several activation panels, they split the panels instead. */
   int64_t panels = padded_rows(activations) / activations->panel_rows;
   int threads = thread_count;
+  /* A small matrix (an o_proj slice of one head) costs less than waking
+   * the pool, so it runs on the calling thread. */
+  if (weights->n * weights->k * activations->m < IQK_PARALLEL_MIN_WORK)
+    threads = 1;
   task.parts_n = threads;
   if (weights->groups < 8 * (int64_t)threads && panels >= threads)
     task.parts_n = 1;
