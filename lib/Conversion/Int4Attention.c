@@ -185,15 +185,13 @@ void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa) {
 }
 
 /* Emits %dot, the dot product of the transformed query in work[0, hd)
- * with the K codes of %slot (bytes from %kbase). From hd = 16 on, eight
- * independent partial sums take bytes i = l mod 8 and are added pairwise
- * at the end, so the adds do not wait on each other; smaller heads use one
- * sum. Each partial sum adds q[2i] * low nibble, then q[2i + 1] * high
- * nibble, in byte order (the scalar reference does the same). */
+ * with the K codes of %slot (bytes from %kbase). Independent partial sums
+ * keep the adds from waiting on each other: 16 vector lanes over 16-byte
+ * chunks from hd = 32 on, added in lane order; 8 partial sums over bytes
+ * i = l mod 8 from hd = 16 on, added pairwise; one sum below. Each adds
+ * q[2i] * low nibble, then q[2i + 1] * high nibble, in byte order, as the
+ * scalar reference does. */
 static void emit_score_dot(iq_text_t *t) {
-  /* From hd = 32 on: 16 lanes over 16-byte chunks, q's even and odd
-   * dimensions against the low and high nibbles, then the lanes added in
-   * order. */
   iq_text_printf(t,
                  "          %%sixteen_lanes = arith.cmpi uge, %%half, %%c16 : index\n"
                  "          %%dot = scf.if %%sixteen_lanes -> (f32) {\n"

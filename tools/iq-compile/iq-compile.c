@@ -772,7 +772,7 @@ static int compile(const options_t *o) {
    * calibration text. InfoQuant records them on the norm-fused graph
    * instead (prepare_infoquant). With --weights=gptq the text serves the
    * x^T x of the rotated graph, so the imported graph is recorded only
-   * when --statistics asks for its file. */
+   * when --statistics names its file. */
   char statistics_path[4096];
   bool gptq_only = strcmp(o->weights, "gptq") == 0 && !o->statistics;
   if (ok && o->calibration.text_path && !infoquant && !gptq_only) {
