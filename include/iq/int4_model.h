@@ -30,10 +30,10 @@ static inline int64_t iq_int4_packed_bytes(int64_t n, int64_t k) {
 }
 
 /* The packed tensor of a linear whose input is quantized per group of
- * `group` columns (the o_proj input, per head): for each of the k / group
- * column groups, the plain layout of that [n, group] slice with zero
- * points 0 and scales 1, so that the kernels return exact integer dot
- * products, and with the slice's code sums. Then come, per padded row,
+ * `group` columns (the o_proj input, per head). Each of the k / group
+ * column groups has the plain layout of its [n, group] slice, with that
+ * slice's code sums. Its zero points are 0 and its scales 1, so the
+ * kernels return exact integer dot products. Then come, per padded row,
  * the weights' int32 zero points and float32 scales. */
 static inline int64_t iq_int4_grouped_bytes(int64_t n, int64_t k, int64_t group) {
   return k / group * iq_int4_packed_bytes(n, group) + 2 * 4 * iq_int4_padded_rows(n);

@@ -549,12 +549,12 @@ static void emit_pointer(lowering_t *l, const lowered_value_t *value, int id, co
                  name, id, name);
 }
 
-/* A linear marked by iq-pack-int4 becomes a call of the int4 model
+/* Lowers a linear marked by iq-pack-int4 to a call of the int4 model
  * runtime (iq/int4_model.h), which quantizes the rows at run time and runs
- * the integer matrix multiply on the packed weights: iq_int4_linear for a
- * 4-bit per-token input (after the fused Hadamard transform),
- * iq_int4_linear_grouped for a 4-bit per-group input and iq_int8_linear
- * for an 8-bit per-token input with 8-bit weights. */
+ * the integer matrix multiply on the packed weights. A 4-bit per-token
+ * input (after the fused Hadamard transform) calls iq_int4_linear, a
+ * 4-bit per-group input iq_int4_linear_grouped, and an 8-bit per-token
+ * input with 8-bit weights iq_int8_linear. */
 static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits) {
   MlirAttribute attr =
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE));

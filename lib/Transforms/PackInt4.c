@@ -68,9 +68,9 @@ static bool weight_name(MlirOperation weight, char *buffer, size_t size) {
  * per group (the o_proj input) and 8-bit per token (an lm_head in w8a8). */
 typedef enum { INPUT_NONE, INPUT_PER_TOKEN, INPUT_PER_GROUP, INPUT_8_BIT } input_kind_t;
 
-/* The kind of the linear's input quantization (unsigned, asymmetric,
- * along the last axis, as a fake quantization); `group` receives the
- * group size of a per-group one. */
+/* Returns the kind of the linear's input quantization, which must be an
+ * unsigned asymmetric fake quantization along the last axis. `group`
+ * receives the group size of a per-group one. */
 static input_kind_t int4_input(MlirOperation linear, int64_t k, int64_t *group) {
   MlirOperation dequantize = owner_of(linear, 0);
   if (!llama_is(dequantize, "dequantize"))
