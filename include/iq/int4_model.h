@@ -57,6 +57,15 @@ static inline int64_t iq_int8_packed_bytes(int64_t n, int64_t k) {
 void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
                     float *y, int64_t hadamard, float clip);
 
+/* iq_int4_linear for `count` (1 to 3) weights that read the same input x,
+ * such as q, k and v: product i writes y_i[m][n_i] from packed_i. x is
+ * quantized once, and for one or two rows all products run in one
+ * parallel call of the kernel threads. Unused slots are NULL and 0. */
+void iq_int4_linear_fused(int64_t count, const uint8_t *packed0, int64_t n0, float *y0,
+                          const uint8_t *packed1, int64_t n1, float *y1, const uint8_t *packed2,
+                          int64_t n2, float *y2, int64_t k, const float *x, int64_t m,
+                          int64_t hadamard, float clip);
+
 /* y[m][n] = Q(x) * W^T where Q quantizes each group of `group` columns
  * of a row to 4 bits with the group's own min and max times `clip` (the
  * rule of iq_quantize_groupwise). `packed` has the grouped layout above.

@@ -90,6 +90,13 @@ int iqk_hadamard_factor(int64_t k);
  * on the library's threads, which split the weight rows. */
 int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activations, float *y);
 
+/* y[i] = x * weights[i]^T for i in [0, count), all with the same
+ * activations (q, k and v of one input): the threads split the row groups
+ * of all the weights in one parallel call when m <= 2, and each product
+ * in turn otherwise. */
+int iqk_matmul_multi(int count, const iqk_weights_t *const *weights,
+                     const iqk_activations_t *activations, float *const *y);
+
 /* An int4 KV cache for one sequence. Per KV head h and position j,
  * k_codes[(h * capacity + j) * head_dim / 2 + i] contains dimension 2i in its
  * low nibble and 2i + 1 in its high nibble (likewise v_codes), and a value

@@ -68,6 +68,7 @@ typedef struct lowering {
   bool int4_declared;    /* @iq_int4_linear is declared in globals */
   bool grouped_declared; /* @iq_int4_linear_grouped is declared in globals */
   bool int8_declared;    /* @iq_int8_linear is declared in globals */
+  bool fused_declared;   /* @iq_int4_linear_fused is declared in globals */
   bool int4_cache;       /* every attention runs on an int4 KV cache */
   bool int4_attention_declared;
   MlirOperation *skipped; /* ops the int4 attention computes itself */
@@ -549,13 +550,35 @@ static void emit_pointer(lowering_t *l, const lowered_value_t *value, int id, co
                  name, id, name);
 }
 
-/* Lowers a linear marked by iq-pack-int4 to a call of the int4 model
- * runtime (iq/int4_model.h), which quantizes the rows at run time and runs
- * the integer matrix multiply on the packed weights. A 4-bit per-token
- * input (after the fused Hadamard transform) calls iq_int4_linear, a
- * 4-bit per-group input iq_int4_linear_grouped, and an 8-bit per-token
- * input with 8-bit weights iq_int8_linear. */
-static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits) {
+/* The weight entry named `name`, or NULL. */
+static const weight_entry_t *find_weight(const lowering_t *l, MlirStringRef name) {
+  for (size_t i = 0; i < l->num_weights; ++i)
+    if (strlen(l->weights[i].name) == name.length &&
+        memcmp(l->weights[i].name, name.data, name.length) == 0)
+      return &l->weights[i];
+  return NULL;
+}
+
+static bool string_attribute_is_ref(MlirOperation op, const char *name, MlirStringRef value) {
+  MlirAttribute attr = mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(name));
+  if (mlirAttributeIsNull(attr) || !mlirAttributeIsAString(attr))
+    return false;
+  MlirStringRef text = mlirStringAttrGetValue(attr);
+  return text.length == value.length && memcmp(text.data, value.data, text.length) == 0;
+}
+
+/* What the int4 lowering needs of a linear marked by iq-pack-int4. */
+typedef struct int4_linear {
+  const weight_entry_t *packed; /* the u8 tensor of packed weights */
+  int64_t out, in, bits, group; /* group: 0 for a per-token input */
+  double clip;
+  bool hadamard;
+  lowered_value_t *x; /* the float input the runtime quantizes */
+} int4_linear_t;
+
+/* Checks a marked linear and fills `info`; false, with the error set,
+ * when it cannot run on the int4 kernels. */
+static bool resolve_int4_linear(lowering_t *l, MlirOperation op, int4_linear_t *info) {
   MlirAttribute attr =
       mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(IQ_INT4_WEIGHTS_ATTRIBUTE));
   MlirOperation input = operand_owner(op, 0), weight = weight_op(op);
@@ -583,11 +606,18 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
                                : iq_int4_packed_bytes(out, in);
 
   MlirStringRef name = mlirStringAttrGetValue(attr);
-  const weight_entry_t *packed = NULL;
-  for (size_t i = 0; i < l->num_weights; ++i)
-    if (strlen(l->weights[i].name) == name.length &&
-        memcmp(l->weights[i].name, name.data, name.length) == 0)
-      packed = &l->weights[i];
+  const weight_entry_t *packed = find_weight(l, name);
+  /* A linear fused with an earlier sibling runs before the block reaches
+   * its packed weights (just before it), which are then loaded first. */
+  if (!packed) {
+    MlirOperation other = mlirBlockGetFirstOperation(mlirOperationGetBlock(op));
+    for (; !mlirOperationIsNull(other); other = mlirOperationGetNextInBlock(other))
+      if (iq_op_is(other, "weight") && string_attribute_is_ref(other, "name", name))
+        break;
+    if (!mlirOperationIsNull(other) && !lower_weight(l, other))
+      return false;
+    packed = find_weight(l, name);
+  }
   if (!packed || strcmp(packed->dtype, "u8") != 0 || packed->rank != 1 ||
       packed->dims[0] != expected)
     return lower_fail(l, op, "no u8 weight '%.*s' of %lld bytes precedes this linear; run "
@@ -603,22 +633,116 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
   lowered_value_t *x = mlirValueIsNull(source) ? NULL : find_value(l, source);
   if (!x)
     return lower_fail(l, op, "the input of the int4 linear was not computed");
+  *info = (int4_linear_t){.packed = packed, .out = out, .in = in, .bits = bits, .group = group,
+                          .clip = clip, .hadamard = hadamard, .x = x};
+  return true;
+}
+
+/* The most linears one iq_int4_linear_fused call runs. */
+#define INT4_FUSED_MAX 3
+
+/* Collects into `ops` the linears (op first, at most INT4_FUSED_MAX) that
+ * read the same fake-quantized input as `op`, a 4-bit per-token one, and
+ * are not lowered yet: q, k and v, or gate and up. They share the
+ * quantize op, so their input quantization is the same. */
+static int int4_siblings(lowering_t *l, MlirOperation op, MlirOperation *ops) {
+  int count = 0;
+  ops[count++] = op;
+  MlirValue input = mlirOperationGetOperand(op, 0);
+  for (MlirOpOperand use = mlirValueGetFirstUse(input);
+       !mlirOpOperandIsNull(use) && count < INT4_FUSED_MAX; use = mlirOpOperandGetNextUse(use)) {
+    MlirOperation owner = mlirOpOperandGetOwner(use);
+    if (mlirOperationEqual(owner, op) || mlirOpOperandGetOperandNumber(use) != 0 ||
+        !is_int4_linear(l, owner) || find_value(l, mlirOperationGetResult(owner, 0)))
+      continue;
+    ops[count++] = owner;
+  }
+  return count;
+}
+
+/* Lowers a linear marked by iq-pack-int4 to a call of the int4 model
+ * runtime (iq/int4_model.h), which quantizes the rows at run time and runs
+ * the integer matrix multiply on the packed weights. A 4-bit per-token
+ * input (after the fused Hadamard transform) calls iq_int4_linear, or
+ * iq_int4_linear_fused together with the other linears of that input; a
+ * 4-bit per-group input calls iq_int4_linear_grouped, and an 8-bit
+ * per-token input with 8-bit weights iq_int8_linear. */
+static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits) {
+  /* Lowered already, in the fused call of an earlier sibling. */
+  if (find_value(l, mlirOperationGetResult(op, 0)))
+    return true;
+  int4_linear_t info;
+  if (!resolve_int4_linear(l, op, &info))
+    return false;
+  bool per_token4 = info.bits == 4 && info.group == 0;
+  MlirOperation ops[INT4_FUSED_MAX];
+  int count = per_token4 ? int4_siblings(l, op, ops) : 1;
+  if (count > 1) {
+    int4_linear_t linears[INT4_FUSED_MAX];
+    linears[0] = info;
+    for (int i = 1; i < count; ++i)
+      if (!resolve_int4_linear(l, ops[i], &linears[i]))
+        return false;
+    int id = l->next_id++;
+    iq_text_t *t = &l->body;
+    for (int i = 0; i < INT4_FUSED_MAX; ++i) {
+      char name[8];
+      if (i < count) {
+        lowered_value_t weights = {0};
+        snprintf(weights.name, sizeof weights.name, "%s", linears[i].packed->value);
+        snprintf(weights.type, sizeof weights.type, "%s", linears[i].packed->type);
+        lowered_value_t *y = linear_output(l, ops[i], logits, linears[i].out);
+        if (!y)
+          return false;
+        snprintf(name, sizeof name, "w%d", i);
+        emit_pointer(l, &weights, id, name);
+        snprintf(name, sizeof name, "y%d", i);
+        emit_pointer(l, y, id, name);
+      } else {
+        iq_text_printf(t, "    %%int4_%d_w%d = llvm.mlir.zero : !llvm.ptr\n", id, i);
+        iq_text_printf(t, "    %%int4_%d_y%d = llvm.mlir.zero : !llvm.ptr\n", id, i);
+      }
+      iq_text_printf(t, "    %%int4_%d_n%d = arith.constant %lld : i64\n", id, i,
+                     (long long)(i < count ? linears[i].out : 0));
+    }
+    emit_pointer(l, info.x, id, "x");
+    iq_text_printf(t, "    %%int4_%d_count = arith.constant %d : i64\n", id, count);
+    iq_text_printf(t, "    %%int4_%d_k = arith.constant %lld : i64\n", id, (long long)info.in);
+    iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, info.hadamard ? 1 : 0);
+    iq_text_printf(t, "    %%int4_%d_clip = arith.constant %.9e : f32\n", id,
+                   (double)(float)info.clip);
+    if (!l->fused_declared)
+      iq_text_printf(&l->globals, "  func.func private @iq_int4_linear_fused(i64, !llvm.ptr, i64, "
+                                  "!llvm.ptr, !llvm.ptr, i64, !llvm.ptr, !llvm.ptr, i64, "
+                                  "!llvm.ptr, i64, !llvm.ptr, i64, i64, f32)\n");
+    l->fused_declared = true;
+    iq_text_printf(t, "    func.call @iq_int4_linear_fused(%%int4_%d_count", id);
+    for (int i = 0; i < INT4_FUSED_MAX; ++i)
+      iq_text_printf(t, ", %%int4_%d_w%d, %%int4_%d_n%d, %%int4_%d_y%d", id, i, id, i, id, i);
+    iq_text_printf(t, ", %%int4_%d_k, %%int4_%d_x, %%tokens_i64, %%int4_%d_h, %%int4_%d_clip) : "
+                      "(i64, !llvm.ptr, i64, !llvm.ptr, !llvm.ptr, i64, !llvm.ptr, !llvm.ptr, "
+                      "i64, !llvm.ptr, i64, !llvm.ptr, i64, i64, f32) -> ()\n",
+                   id, id, id, id);
+    return true;
+  }
+
   lowered_value_t weights = {0};
-  snprintf(weights.name, sizeof weights.name, "%s", packed->value);
-  snprintf(weights.type, sizeof weights.type, "%s", packed->type);
-  lowered_value_t *y = linear_output(l, op, logits, out);
+  snprintf(weights.name, sizeof weights.name, "%s", info.packed->value);
+  snprintf(weights.type, sizeof weights.type, "%s", info.packed->type);
+  lowered_value_t *y = linear_output(l, op, logits, info.out);
   if (!y)
     return false;
 
   int id = l->next_id++;
   emit_pointer(l, &weights, id, "w");
-  emit_pointer(l, x, id, "x");
+  emit_pointer(l, info.x, id, "x");
   emit_pointer(l, y, id, "y");
   iq_text_t *t = &l->body;
-  iq_text_printf(t, "    %%int4_%d_n = arith.constant %lld : i64\n", id, (long long)out);
-  iq_text_printf(t, "    %%int4_%d_k = arith.constant %lld : i64\n", id, (long long)in);
-  iq_text_printf(t, "    %%int4_%d_clip = arith.constant %.9e : f32\n", id, (double)(float)clip);
-  if (bits == 8) {
+  iq_text_printf(t, "    %%int4_%d_n = arith.constant %lld : i64\n", id, (long long)info.out);
+  iq_text_printf(t, "    %%int4_%d_k = arith.constant %lld : i64\n", id, (long long)info.in);
+  iq_text_printf(t, "    %%int4_%d_clip = arith.constant %.9e : f32\n", id,
+                 (double)(float)info.clip);
+  if (info.bits == 8) {
     if (!l->int8_declared)
       iq_text_printf(&l->globals, "  func.func private @iq_int8_linear(!llvm.ptr, i64, i64, "
                                   "!llvm.ptr, i64, !llvm.ptr, f32)\n");
@@ -627,12 +751,13 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
                       "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_clip) : "
                       "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, f32) -> ()\n",
                    id, id, id, id, id, id);
-  } else if (grouped) {
+  } else if (info.group > 0) {
     if (!l->grouped_declared)
       iq_text_printf(&l->globals, "  func.func private @iq_int4_linear_grouped(!llvm.ptr, i64, "
                                   "i64, i64, !llvm.ptr, i64, !llvm.ptr, f32)\n");
     l->grouped_declared = true;
-    iq_text_printf(t, "    %%int4_%d_group = arith.constant %lld : i64\n", id, (long long)group);
+    iq_text_printf(t, "    %%int4_%d_group = arith.constant %lld : i64\n", id,
+                   (long long)info.group);
     iq_text_printf(t, "    func.call @iq_int4_linear_grouped(%%int4_%d_w, %%int4_%d_n, "
                       "%%int4_%d_k, %%int4_%d_group, %%int4_%d_x, %%tokens_i64, %%int4_%d_y, "
                       "%%int4_%d_clip) : (!llvm.ptr, i64, i64, i64, !llvm.ptr, i64, !llvm.ptr, "
@@ -643,7 +768,7 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
       iq_text_printf(&l->globals, "  func.func private @iq_int4_linear(!llvm.ptr, i64, i64, "
                                   "!llvm.ptr, i64, !llvm.ptr, i64, f32)\n");
     l->int4_declared = true;
-    iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, hadamard ? 1 : 0);
+    iq_text_printf(t, "    %%int4_%d_h = arith.constant %d : i64\n", id, info.hadamard ? 1 : 0);
     iq_text_printf(t, "    func.call @iq_int4_linear(%%int4_%d_w, %%int4_%d_n, %%int4_%d_k, "
                       "%%int4_%d_x, %%tokens_i64, %%int4_%d_y, %%int4_%d_h, %%int4_%d_clip) : "
                       "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, i64, f32) -> ()\n",
@@ -969,8 +1094,9 @@ static bool lower_op(lowering_t *l, MlirOperation op, MlirValue logits) {
   char kernel[IQ_KERNEL_NAME_SIZE];
   MlirValue result = mlirOperationGetNumResults(op) > 0 ? mlirOperationGetResult(op, 0)
                                                          : (MlirValue){NULL};
+  /* A fused int4 linear may have loaded the weights already. */
   if (iq_op_is(op, "weight"))
-    return lower_weight(l, op);
+    return find_value(l, result) ? true : lower_weight(l, op);
   if (iq_op_is(op, "linear") || iq_op_is(op, "lm_head"))
     return lower_linear(l, op, logits);
   if (iq_op_is(op, "hadamard"))

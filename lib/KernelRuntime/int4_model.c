@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "iq/iq_kernels.h"
+#include "kernel_runtime.h"
 
 static _Thread_local char pending_error[600];
 static _Thread_local bool has_error;
@@ -35,52 +36,120 @@ const char *iq_int4_take_error(void) {
   return pending_error;
 }
 
-void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
-                    float *y, int64_t hadamard, float clip) {
+/* Weights in the plain packed layout at `packed` (zero points, sums and
+ * scales after the codes), for the kernels. The weight store maps the
+ * tensor read-only; the kernels only read it. */
+static iqk_weights_t plain_weights(const uint8_t *packed, int64_t n, int64_t k) {
   int64_t rows = iq_int4_padded_rows(n);
-  int64_t code_bytes = iq_int4_code_bytes(n, k);
-  /* The weight store maps the tensor read-only; the kernels only read it. */
-  iqk_weights_t weights = {
+  const int32_t *zero = (const int32_t *)(const void *)(packed + iq_int4_code_bytes(n, k));
+  return (iqk_weights_t){
       .n = n,
       .k = k,
       .blocks = (k + IQK_BLOCK_K - 1) / IQK_BLOCK_K,
       .groups = rows / IQK_GROUP_ROWS,
       .codes = (uint8_t *)packed,
-      .zero = (int32_t *)(void *)(packed + code_bytes),
-      .sum = (int32_t *)(void *)(packed + code_bytes + 4 * rows),
-      .scale = (float *)(void *)(packed + code_bytes + 8 * rows),
+      .zero = (int32_t *)zero,
+      .sum = (int32_t *)(zero + rows),
+      .scale = (float *)(const void *)(zero + 2 * rows),
   };
+}
 
-  iqk_activations_t *activations = iqk_activations_create(m, k);
-  if (!activations || iqk_activations_set_clip(activations, clip) != 0) {
+/* Activation buffers kept between calls, one per width K (a model has a
+ * few: hidden size, head slice, FFN size), guarded by kernel_lock. */
+#define CACHED_WIDTHS 8
+static iqk_activations_t *cached[CACHED_WIDTHS];
+static int next_replaced;
+
+/* An activation buffer of width k with room for `rows` rows, or NULL with
+ * the error recorded. */
+static iqk_activations_t *activations_for(int64_t rows, int64_t k, const char *what) {
+  int slot = -1;
+  for (int i = 0; i < CACHED_WIDTHS && slot < 0; ++i)
+    if (cached[i] && cached[i]->k == k)
+      slot = i;
+  if (slot >= 0 && cached[slot]->capacity >= rows)
+    return cached[slot];
+  if (slot < 0) {
+    slot = next_replaced;
+    next_replaced = (next_replaced + 1) % CACHED_WIDTHS;
+  }
+  iqk_activations_free(cached[slot]);
+  cached[slot] = iqk_activations_create(rows, k);
+  if (!cached[slot])
+    record_error(what);
+  return cached[slot];
+}
+
+/* Quantizes x into the cached buffer of width k; NULL on failure, with
+ * the error recorded. Called with kernel_lock held. */
+static iqk_activations_t *quantize_input(const float *x, int64_t m, int64_t k, int64_t hadamard,
+                                         float clip, const char *what) {
+  iqk_activations_t *activations = activations_for(m, k, what);
+  if (!activations)
+    return NULL;
+  int status = iqk_activations_set_clip(activations, clip);
+  if (status == 0)
+    status = hadamard ? iqk_activations_quantize_hadamard(activations, m, x)
+                      : iqk_activations_quantize(activations, m, x);
+  if (status != 0) {
+    record_error(what);
+    return NULL;
+  }
+  return activations;
+}
+
+void iq_int4_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
+                    float *y, int64_t hadamard, float clip) {
+  iqk_weights_t weights = plain_weights(packed, n, k);
+  pthread_mutex_lock(&kernel_lock);
+  iqk_activations_t *activations = quantize_input(x, m, k, hadamard, clip, "iq_int4_linear");
+  if (activations && iqk_matmul(&weights, activations, y) != 0)
     record_error("iq_int4_linear");
-    iqk_activations_free(activations);
+  pthread_mutex_unlock(&kernel_lock);
+}
+
+void iq_int4_linear_fused(int64_t count, const uint8_t *packed0, int64_t n0, float *y0,
+                          const uint8_t *packed1, int64_t n1, float *y1, const uint8_t *packed2,
+                          int64_t n2, float *y2, int64_t k, const float *x, int64_t m,
+                          int64_t hadamard, float clip) {
+  if (count < 1 || count > 3) {
+    snprintf(pending_error, sizeof pending_error,
+             "iq_int4_linear_fused: %lld products; it runs 1 to 3", (long long)count);
+    has_error = true;
     return;
   }
+  const uint8_t *packed[3] = {packed0, packed1, packed2};
+  int64_t n[3] = {n0, n1, n2};
+  float *y[3] = {y0, y1, y2};
+  iqk_weights_t weights[3];
+  const iqk_weights_t *list[3];
+  for (int i = 0; i < count; ++i) {
+    weights[i] = plain_weights(packed[i], n[i], k);
+    list[i] = &weights[i];
+  }
   pthread_mutex_lock(&kernel_lock);
-  int status = hadamard ? iqk_activations_quantize_hadamard(activations, m, x)
-                        : iqk_activations_quantize(activations, m, x);
-  if (status == 0)
-    status = iqk_matmul(&weights, activations, y);
+  iqk_activations_t *activations = quantize_input(x, m, k, hadamard, clip, "iq_int4_linear_fused");
+  if (activations && iqk_matmul_multi((int)count, list, activations, y) != 0)
+    record_error("iq_int4_linear_fused");
   pthread_mutex_unlock(&kernel_lock);
-  if (status != 0)
-    record_error("iq_int4_linear");
-  iqk_activations_free(activations);
 }
 
 /* Scratch memory of the grouped and 8-bit linears, reused between calls
  * and guarded by kernel_lock. */
 static struct {
-  iqk_activations_t *activations;
   uint8_t *codes, *zero_codes; /* zero_codes: all 0 */
   float *y, *scale, *ones;      /* ones: all 1 */
-  int32_t *zero, *sum;
+  int32_t *zero, *sum, *zero_ints;
   size_t codes_size, y_size, row_size, plain_size;
 } scratch;
 
-/* Frees the scratch memory when the library unloads or the program exits. */
+/* Frees the scratch memory and the cached activation buffers when the
+ * library unloads or the program exits. */
 __attribute__((destructor)) static void free_scratch(void) {
-  iqk_activations_free(scratch.activations);
+  for (int i = 0; i < CACHED_WIDTHS; ++i) {
+    iqk_activations_free(cached[i]);
+    cached[i] = NULL;
+  }
   free(scratch.codes);
   free(scratch.zero_codes);
   free(scratch.y);
@@ -88,6 +157,7 @@ __attribute__((destructor)) static void free_scratch(void) {
   free(scratch.ones);
   free(scratch.zero);
   free(scratch.sum);
+  free(scratch.zero_ints);
   memset(&scratch, 0, sizeof scratch);
 }
 
@@ -102,13 +172,13 @@ static bool grow(void **buffer, size_t *size, size_t need, size_t element) {
   return true;
 }
 
-/* Makes the scratch hold `rows` activation rows of width k (codes and the
- * kernel's activation buffer), `outputs` floats of kernel output and
- * `params` quantization parameters of each kind. */
-static bool reserve_scratch(int64_t rows, int64_t k, size_t outputs, size_t params,
+/* Makes the scratch hold `code_bytes` activation codes, `outputs` floats
+ * of kernel output, `params` quantization parameters of each kind and
+ * `plain` rows of zero points 0 and scales 1. */
+static bool reserve_scratch(size_t code_bytes, size_t outputs, size_t params, size_t plain,
                             const char *what) {
   size_t row_size = scratch.row_size;
-  bool ok = grow((void **)&scratch.codes, &scratch.codes_size, (size_t)(rows * k), 1) &&
+  bool ok = grow((void **)&scratch.codes, &scratch.codes_size, code_bytes, 1) &&
             grow((void **)&scratch.y, &scratch.y_size, outputs, sizeof(float));
   if (ok && row_size < params) {
     size_t zero_size = row_size, sum_size = row_size;
@@ -118,27 +188,24 @@ static bool reserve_scratch(int64_t rows, int64_t k, size_t outputs, size_t para
     if (ok)
       scratch.row_size = params;
   }
-  if (ok && scratch.plain_size < (size_t)rows) {
-    size_t ones_size = scratch.plain_size;
-    ok = grow((void **)&scratch.zero_codes, &scratch.plain_size, (size_t)rows, 1) &&
-         grow((void **)&scratch.ones, &ones_size, (size_t)rows, sizeof(float));
+  if (ok && scratch.plain_size < plain) {
+    size_t ones_size = scratch.plain_size, ints_size = scratch.plain_size;
+    ok = grow((void **)&scratch.zero_codes, &scratch.plain_size, plain, 1) &&
+         grow((void **)&scratch.ones, &ones_size, plain, sizeof(float)) &&
+         grow((void **)&scratch.zero_ints, &ints_size, plain, sizeof(int32_t));
     if (ok) {
-      memset(scratch.zero_codes, 0, (size_t)rows);
-      for (int64_t i = 0; i < rows; ++i)
+      memset(scratch.zero_codes, 0, plain);
+      memset(scratch.zero_ints, 0, plain * sizeof(int32_t));
+      for (size_t i = 0; i < plain; ++i)
         scratch.ones[i] = 1.0f;
     } else {
       scratch.plain_size = 0;
     }
   }
-  if (ok && (!scratch.activations || scratch.activations->capacity < rows ||
-             scratch.activations->k != k)) {
-    iqk_activations_free(scratch.activations);
-    scratch.activations = iqk_activations_create(rows, k);
-    ok = scratch.activations != NULL;
-  }
   if (!ok) {
-    snprintf(pending_error, sizeof pending_error, "%s: out of memory for %lld rows of width %lld",
-             what, (long long)rows, (long long)k);
+    snprintf(pending_error, sizeof pending_error,
+             "%s: out of memory for %zu activation codes and %zu outputs", what, code_bytes,
+             outputs);
     has_error = true;
   }
   return ok;
@@ -181,15 +248,22 @@ static int32_t quantize_span(const float *x, int64_t count, bool include_zero, f
   return sum;
 }
 
-/* Stores the first `rows` rows of scratch.codes as kernel activations
+/* Stores `rows` rows of codes (row-major, width k) as kernel activations
  * with zero points 0 and scales 1, so the kernels return integer dot
  * products. */
-static int set_plain_rows(int64_t rows) {
-  return iqk_activations_set_codes(scratch.activations, rows, scratch.codes, scratch.zero_codes,
-                                   scratch.ones);
+static iqk_activations_t *plain_rows(const uint8_t *codes, int64_t rows, int64_t k,
+                                     const char *what) {
+  iqk_activations_t *activations = activations_for(rows, k, what);
+  if (activations &&
+      iqk_activations_set_codes(activations, rows, codes, scratch.zero_codes, scratch.ones) != 0) {
+    record_error(what);
+    return NULL;
+  }
+  return activations;
 }
 
-/* Weights in the plain packed layout at `packed`, for the kernels. */
+/* Weights in the plain packed layout at `packed` with the given zero
+ * points, sums and scales, for the kernels. */
 static iqk_weights_t packed_weights(const uint8_t *packed, int64_t n, int64_t k,
                                     const int32_t *zero, const int32_t *sum, const float *scale) {
   return (iqk_weights_t){
@@ -204,10 +278,85 @@ static iqk_weights_t packed_weights(const uint8_t *packed, int64_t n, int64_t k,
   };
 }
 
+/* Runs the GEMV kernel (`rows` = 1 or 2 activation rows of width k in
+ * the GEMV layout at `codes`, zero points 0 and scales 1) on weight
+ * groups [group_begin, group_end), writing y[rows][n]. */
+static void plain_gemv(const iqk_kernel_set_t *set, const iqk_weights_t *w, const uint8_t *codes,
+                       int64_t rows, float *y, int64_t group_begin, int64_t group_end) {
+  int64_t w_rows = w->groups * IQK_GROUP_ROWS;
+  iqk_gemv_fn *gemv = rows == 1 ? set->gemv : set->gemv2;
+  gemv(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128), IQK_MEMREF_ARGS(w->zero, w_rows),
+       IQK_MEMREF_ARGS(w->sum, w_rows), IQK_MEMREF_ARGS(w->scale, w_rows),
+       IQK_MEMREF_ARGS((uint8_t *)codes, rows * w->blocks * IQK_BLOCK_K),
+       IQK_MEMREF_ARGS(scratch.zero_ints, rows), IQK_MEMREF_ARGS(scratch.zero_ints, rows),
+       IQK_MEMREF_ARGS(scratch.ones, rows), IQK_MEMREF_ARGS(y, rows * w->n), w->blocks,
+       (int32_t)w->k, w->n, group_begin, group_end);
+}
+
+/* Writes `rows` rows of k codes (row-major) in the GEMV layout: block by
+ * block, the rows' 64 codes after each other, zero-padded. */
+static void gemv_layout(const uint8_t *codes, int64_t rows, int64_t k, uint8_t *out) {
+  int64_t blocks = (k + IQK_BLOCK_K - 1) / IQK_BLOCK_K;
+  memset(out, 0, (size_t)(blocks * rows * IQK_BLOCK_K));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t b = 0; b < blocks; ++b) {
+      int64_t count = k - b * IQK_BLOCK_K < IQK_BLOCK_K ? k - b * IQK_BLOCK_K : IQK_BLOCK_K;
+      memcpy(out + (b * rows + r) * IQK_BLOCK_K, codes + r * k + b * IQK_BLOCK_K, (size_t)count);
+    }
+}
+
 /* Tokens per kernel call of the grouped and 8-bit linears, which bounds
  * their scratch memory. */
 #define TOKENS_PER_CALL 16
 
+/* The decode step (one token) of a grouped linear: every thread takes a
+ * range of output rows and runs all column groups on it, so the whole
+ * product is one call of the pool. */
+typedef struct grouped_step {
+  const iqk_kernel_set_t *set;
+  const uint8_t *packed;
+  int64_t n, group, groups, slice_bytes, rows, slice_code_bytes;
+  const int32_t *weight_zero;
+  const float *weight_scale;
+  const uint8_t *codes; /* per column group, in the GEMV layout */
+  int64_t codes_per_group;
+  float *out;           /* [groups][n] kernel results */
+  float *y;
+} grouped_step_t;
+
+static void run_grouped_part(void *context, int part, int parts) {
+  const grouped_step_t *step = context;
+  int64_t weight_groups = step->rows / IQK_GROUP_ROWS;
+  int64_t begin = weight_groups * part / parts, end = weight_groups * (part + 1) / parts;
+  int64_t first = begin * IQK_GROUP_ROWS;
+  int64_t last = end * IQK_GROUP_ROWS < step->n ? end * IQK_GROUP_ROWS : step->n;
+  if (first >= last)
+    return;
+  for (int64_t g = 0; g < step->groups; ++g) {
+    const uint8_t *slice = step->packed + g * step->slice_bytes;
+    const int32_t *zero = (const int32_t *)(const void *)(slice + step->slice_code_bytes);
+    iqk_weights_t weights = packed_weights(slice, step->n, step->group, zero, zero + step->rows,
+                                           (const float *)(const void *)(zero + 2 * step->rows));
+    plain_gemv(step->set, &weights, step->codes + g * step->codes_per_group, 1,
+               step->out + g * step->n, begin, end);
+  }
+  /* The same sums in the same order as the path for several tokens. */
+  for (int64_t j = first; j < last; ++j) {
+    int64_t zw = step->weight_zero[j];
+    double total = 0.0;
+    for (int64_t g = 0; g < step->groups; ++g) {
+      const int32_t *slice_sum =
+          (const int32_t *)(const void *)(step->packed + g * step->slice_bytes +
+                                          step->slice_code_bytes) +
+          step->rows;
+      int64_t za = scratch.zero[g], asum = scratch.sum[g];
+      int64_t integer = (int64_t)step->out[g * step->n + j] - zw * asum - za * slice_sum[j] +
+                        step->group * za * zw;
+      total += (double)scratch.scale[g] * (double)integer;
+    }
+    step->y[j] = (float)(total * (double)step->weight_scale[j]);
+  }
+}
 void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t group,
                             const float *x, int64_t m, float *y, float clip) {
   /* The kernels' float results are exact integers while below 2^24. */
@@ -218,26 +367,58 @@ void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t
     has_error = true;
     return;
   }
+  const char *what = "iq_int4_linear_grouped";
+  const iqk_kernel_set_t *set = iqk_selected_set();
+  if (!set) {
+    record_error(what);
+    return;
+  }
   int64_t rows = iq_int4_padded_rows(n), groups = k / group;
   int64_t slice_bytes = iq_int4_packed_bytes(n, group);
+  int64_t slice_code_bytes = iq_int4_code_bytes(n, group);
+  int64_t group_codes = (group + IQK_BLOCK_K - 1) / IQK_BLOCK_K * IQK_BLOCK_K;
   const int32_t *weight_zero = (const int32_t *)(const void *)(packed + groups * slice_bytes);
   const float *weight_scale = (const float *)(const void *)(weight_zero + rows);
 
   pthread_mutex_lock(&kernel_lock);
   int64_t chunk = m < TOKENS_PER_CALL ? m : TOKENS_PER_CALL;
-  /* Scratch y: the kernel output [chunk][n], then the double sums. */
-  int status = reserve_scratch(chunk, group, (size_t)(3 * chunk * n + 2), (size_t)chunk,
-                               "iq_int4_linear_grouped")
+  /* Kernel results of one token for each column group, or of up to
+   * `chunk` tokens for one column group. */
+  int64_t results = chunk > groups ? chunk : groups;
+  /* Codes: row-major, then the GEMV layout of one token. Scratch y: the
+   * kernel results, then the double sums. */
+  int status = reserve_scratch((size_t)(chunk * k + groups * group_codes),
+                               (size_t)(3 * results * n + 2), (size_t)results, (size_t)chunk, what)
                    ? 0
                    : 1;
+  if (status == 0 && m == 1) {
+    uint8_t *layout = scratch.codes + k;
+    for (int64_t g = 0; g < groups; ++g) {
+      scratch.sum[g] = quantize_span(x + g * group, group, false, clip, 15.0f, 1e-6f,
+                                     scratch.codes + g * group, &scratch.scale[g],
+                                     &scratch.zero[g]);
+      gemv_layout(scratch.codes + g * group, 1, group, layout + g * group_codes);
+    }
+    grouped_step_t step = {.set = set, .packed = packed, .n = n, .group = group, .groups = groups,
+                           .slice_bytes = slice_bytes, .rows = rows,
+                           .slice_code_bytes = slice_code_bytes, .weight_zero = weight_zero,
+                           .weight_scale = weight_scale, .codes = layout,
+                           .codes_per_group = group_codes, .out = scratch.y, .y = y};
+    int threads = n * k < IQK_PARALLEL_MIN_WORK ? 1 : iqk_num_threads();
+    if (rows / IQK_GROUP_ROWS < threads)
+      threads = (int)(rows / IQK_GROUP_ROWS);
+    iqk_parallel_run(threads, run_grouped_part, &step);
+    pthread_mutex_unlock(&kernel_lock);
+    return;
+  }
   for (int64_t first = 0; status == 0 && first < m; first += chunk) {
     int64_t tokens = m - first < chunk ? m - first : chunk;
     float *out = scratch.y;
-    double *total = (double *)(void *)(scratch.y + (chunk * n + 1) / 2 * 2);
+    double *total = (double *)(void *)(scratch.y + (results * n + 1) / 2 * 2);
     memset(total, 0, (size_t)(tokens * n) * sizeof *total);
     for (int64_t g = 0; status == 0 && g < groups; ++g) {
       const uint8_t *slice = packed + g * slice_bytes;
-      const int32_t *slice_zero = (const int32_t *)(const void *)(slice + iq_int4_code_bytes(n, group));
+      const int32_t *slice_zero = (const int32_t *)(const void *)(slice + slice_code_bytes);
       const int32_t *slice_sum = slice_zero + rows;
       iqk_weights_t weights = packed_weights(slice, n, group, slice_zero, slice_sum,
                                              (const float *)(const void *)(slice_sum + rows));
@@ -245,15 +426,15 @@ void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t
         scratch.sum[t] = quantize_span(x + (first + t) * k + g * group, group, false, clip, 15.0f,
                                        1e-6f, scratch.codes + t * group, &scratch.scale[t],
                                        &scratch.zero[t]);
-      status = set_plain_rows(tokens);
-      if (status == 0)
-        status = iqk_matmul(&weights, scratch.activations, out);
+      iqk_activations_t *activations = plain_rows(scratch.codes, tokens, group, what);
+      status = activations ? iqk_matmul(&weights, activations, out) : 1;
       for (int64_t t = 0; status == 0 && t < tokens; ++t) {
         int64_t za = scratch.zero[t], asum = scratch.sum[t];
         double sa = (double)scratch.scale[t];
         for (int64_t j = 0; j < n; ++j) {
           int64_t zw = weight_zero[j];
-          int64_t integer = (int64_t)out[t * n + j] - zw * asum - za * slice_sum[j] + group * za * zw;
+          int64_t integer =
+              (int64_t)out[t * n + j] - zw * asum - za * slice_sum[j] + group * za * zw;
           total[t * n + j] += sa * (double)integer;
         }
       }
@@ -264,7 +445,45 @@ void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t
   }
   pthread_mutex_unlock(&kernel_lock);
   if (status < 0)
-    record_error("iq_int4_linear_grouped");
+    record_error(what);
+}
+
+/* The products of one token of an 8-bit linear: every thread takes a
+ * range of output rows, multiplies both weight halves by the token's two
+ * rows of 4-bit halves and combines the four products. */
+typedef struct int8_step {
+  const iqk_kernel_set_t *set;
+  const iqk_weights_t *halves; /* [2] */
+  const uint8_t *codes;        /* the token's 2 rows in the GEMV layout */
+  int64_t n, k;
+  const int32_t *weight_zero, *weight_sum;
+  const float *weight_scale;
+  float *out; /* [2][2][n] */
+  float *y;
+} int8_step_t;
+
+static void run_int8_part(void *context, int part, int parts) {
+  const int8_step_t *step = context;
+  int64_t weight_groups = step->halves[0].groups;
+  int64_t begin = weight_groups * part / parts, end = weight_groups * (part + 1) / parts;
+  int64_t first = begin * IQK_GROUP_ROWS;
+  int64_t last = end * IQK_GROUP_ROWS < step->n ? end * IQK_GROUP_ROWS : step->n;
+  if (first >= last)
+    return;
+  int64_t n = step->n;
+  float *high_out = step->out, *low_out = step->out + 2 * n;
+  plain_gemv(step->set, &step->halves[0], step->codes, 2, high_out, begin, end);
+  plain_gemv(step->set, &step->halves[1], step->codes, 2, low_out, begin, end);
+  const float *hh = high_out, *lh = hh + n; /* activation half x weight half */
+  const float *hl = low_out, *ll = hl + n;
+  int64_t za = scratch.zero[0], asum = scratch.sum[0];
+  for (int64_t j = first; j < last; ++j) {
+    int64_t dot = 256 * (int64_t)hh[j] + 16 * ((int64_t)hl[j] + (int64_t)lh[j]) + (int64_t)ll[j];
+    int64_t zw = step->weight_zero[j];
+    int64_t integer = dot - zw * asum - za * step->weight_sum[j] + step->k * za * zw;
+    step->y[j] =
+        (float)((double)scratch.scale[0] * (double)step->weight_scale[j] * (double)integer);
+  }
 }
 
 void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
@@ -276,8 +495,15 @@ void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
     has_error = true;
     return;
   }
+  const char *what = "iq_int8_linear";
+  const iqk_kernel_set_t *set = iqk_selected_set();
+  if (!set) {
+    record_error(what);
+    return;
+  }
   int64_t rows = iq_int4_padded_rows(n), plain = iq_int4_packed_bytes(n, k);
   int64_t code_bytes = iq_int4_code_bytes(n, k);
+  int64_t layout_bytes = 2 * ((k + IQK_BLOCK_K - 1) / IQK_BLOCK_K * IQK_BLOCK_K);
   const uint8_t *halves[2] = {packed, packed + plain};
   iqk_weights_t weights[2];
   for (int h = 0; h < 2; ++h) {
@@ -291,8 +517,8 @@ void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
 
   pthread_mutex_lock(&kernel_lock);
   int64_t chunk = m < TOKENS_PER_CALL ? m : TOKENS_PER_CALL;
-  int status = reserve_scratch(2 * chunk, k, (size_t)(4 * chunk * n), (size_t)chunk,
-                               "iq_int8_linear")
+  int status = reserve_scratch((size_t)(2 * chunk * k + layout_bytes), (size_t)(4 * chunk * n),
+                               (size_t)chunk, (size_t)(2 * chunk), what)
                    ? 0
                    : 1;
   for (int64_t first = 0; status == 0 && first < m; first += chunk) {
@@ -308,14 +534,25 @@ void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
         low[i] &= 15;
       }
     }
+    if (tokens == 1) {
+      /* One token gives two rows, which the two-row GEMV kernel reads in
+       * one pass over each weight half. */
+      uint8_t *layout = scratch.codes + 2 * k;
+      gemv_layout(scratch.codes, 2, k, layout);
+      int8_step_t step = {.set = set, .halves = weights, .codes = layout, .n = n, .k = k,
+                          .weight_zero = weight_zero, .weight_sum = weight_sum,
+                          .weight_scale = weight_scale, .out = scratch.y, .y = y + first * n};
+      int threads = iqk_num_threads();
+      if (weights[0].groups < threads)
+        threads = (int)weights[0].groups;
+      iqk_parallel_run(threads, run_int8_part, &step);
+      continue;
+    }
+    iqk_activations_t *activations = plain_rows(scratch.codes, 2 * tokens, k, what);
     float *high_out = scratch.y, *low_out = scratch.y + 2 * tokens * n;
-    /* One token gives two rows, which the two-row GEMV kernel reads in one
-     * pass over each weight half. */
-    status = set_plain_rows(2 * tokens);
+    status = activations ? iqk_matmul(&weights[0], activations, high_out) : 1;
     if (status == 0)
-      status = iqk_matmul(&weights[0], scratch.activations, high_out);
-    if (status == 0)
-      status = iqk_matmul(&weights[1], scratch.activations, low_out);
+      status = iqk_matmul(&weights[1], activations, low_out);
     for (int64_t t = 0; status == 0 && t < tokens; ++t) {
       const float *hh = high_out + 2 * t * n, *lh = hh + n; /* activation half x weight half */
       const float *hl = low_out + 2 * t * n, *ll = hl + n;
@@ -332,7 +569,7 @@ void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
   }
   pthread_mutex_unlock(&kernel_lock);
   if (status < 0)
-    record_error("iq_int8_linear");
+    record_error(what);
 }
 
 void iq_int4_attention(void *cache, const float *q, const float *k, const float *v,

@@ -534,6 +534,19 @@ typedef struct matmul_task {
   int parts_n; /* parts along N; the rest split the activation panels */
 } matmul_task_t;
 
+/* Runs the GEMV kernel (m <= 2) on weight groups [group_begin, group_end). */
+static void run_gemv(const kernel_set_t *set, const iqk_weights_t *w, const iqk_activations_t *a,
+                     float *y, int64_t group_begin, int64_t group_end) {
+  int64_t w_rows = w->groups * IQK_GROUP_ROWS, a_rows = padded_rows(a);
+  iqk_gemv_fn *gemv = a->m == 1 ? set->gemv : set->gemv2;
+  gemv(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128), IQK_MEMREF_ARGS(w->zero, w_rows),
+       IQK_MEMREF_ARGS(w->sum, w_rows), IQK_MEMREF_ARGS(w->scale, w_rows),
+       IQK_MEMREF_ARGS(a->codes, a_rows * a->blocks * IQK_BLOCK_K),
+       IQK_MEMREF_ARGS(a->zero, a_rows), IQK_MEMREF_ARGS(a->sum, a_rows),
+       IQK_MEMREF_ARGS(a->scale, a_rows), IQK_MEMREF_ARGS(y, a->m * w->n), w->blocks,
+       (int32_t)w->k, w->n, group_begin, group_end);
+}
+
 static void run_part(void *context, int part, int parts) {
   const matmul_task_t *task = context;
   const iqk_weights_t *w = task->w;
@@ -548,16 +561,10 @@ static void run_part(void *context, int part, int parts) {
   int64_t panel_begin = panels * part_m / parts_m, panel_end = panels * (part_m + 1) / parts_m;
   if (group_begin == group_end || panel_begin == panel_end)
     return;
-  int64_t w_rows = w->groups * IQK_GROUP_ROWS, a_rows = padded_rows(a);
   if (a->m <= 2) {
-    iqk_gemv_fn *gemv = a->m == 1 ? task->set->gemv : task->set->gemv2;
-    gemv(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128), IQK_MEMREF_ARGS(w->zero, w_rows),
-         IQK_MEMREF_ARGS(w->sum, w_rows), IQK_MEMREF_ARGS(w->scale, w_rows),
-         IQK_MEMREF_ARGS(a->codes, a_rows * a->blocks * IQK_BLOCK_K),
-         IQK_MEMREF_ARGS(a->zero, a_rows), IQK_MEMREF_ARGS(a->sum, a_rows),
-         IQK_MEMREF_ARGS(a->scale, a_rows), IQK_MEMREF_ARGS(task->y, a->m * w->n), w->blocks,
-         (int32_t)w->k, w->n, group_begin, group_end);
+    run_gemv(task->set, w, a, task->y, group_begin, group_end);
   } else {
+    int64_t w_rows = w->groups * IQK_GROUP_ROWS, a_rows = padded_rows(a);
     task->set->gemm(IQK_MEMREF_ARGS(w->codes, w->groups * w->blocks * 128),
                     IQK_MEMREF_ARGS(w->zero, w_rows), IQK_MEMREF_ARGS(w->sum, w_rows),
                     IQK_MEMREF_ARGS(w->scale, w_rows),
@@ -604,5 +611,64 @@ int iqk_matmul(const iqk_weights_t *weights, const iqk_activations_t *activation
     threads = task.parts_n = (int)weights->groups;
   iqk_parallel_run(threads, run_part, &task);
   free(task.partial);
+  return 0;
+}
+
+/* One or two activation rows against several weights: the threads split
+ * the weights' row groups taken one after another, so the products share
+ * one wake-up of the pool. */
+typedef struct multi_task {
+  const kernel_set_t *set;
+  int count;
+  const iqk_weights_t *const *w;
+  const iqk_activations_t *a;
+  float *const *y;
+  int64_t total_groups;
+} multi_task_t;
+
+static void run_multi_part(void *context, int part, int parts) {
+  const multi_task_t *task = context;
+  int64_t begin = task->total_groups * part / parts, end = task->total_groups * (part + 1) / parts;
+  int64_t offset = 0;
+  for (int i = 0; i < task->count && offset < end; ++i) {
+    int64_t groups = task->w[i]->groups;
+    int64_t first = begin > offset ? begin - offset : 0;
+    int64_t last = end - offset < groups ? end - offset : groups;
+    if (first < last)
+      run_gemv(task->set, task->w[i], task->a, task->y[i], first, last);
+    offset += groups;
+  }
+}
+
+int iqk_matmul_multi(int count, const iqk_weights_t *const *weights,
+                     const iqk_activations_t *activations, float *const *y) {
+  if (!selected)
+    return iqk_fail("%s", selection_error[0] ? selection_error : "no kernel set is selected");
+  if (count < 1 || !weights || !activations || !y)
+    return iqk_fail("iqk_matmul_multi: needs at least one product and non-NULL arguments");
+  if (activations->m < 1)
+    return iqk_fail("iqk_matmul_multi: the activations hold no rows (quantize or set codes first)");
+  multi_task_t task = {.set = selected, .count = count, .w = weights, .a = activations, .y = y};
+  int64_t work = 0;
+  for (int i = 0; i < count; ++i) {
+    if (!weights[i] || !y[i])
+      return iqk_fail("iqk_matmul_multi: product %d has NULL weights or output", i);
+    if (weights[i]->k != activations->k)
+      return iqk_fail("iqk_matmul_multi: product %d has K = %lld but the activations K = %lld", i,
+                      (long long)weights[i]->k, (long long)activations->k);
+    task.total_groups += weights[i]->groups;
+    work += weights[i]->n * weights[i]->k * activations->m;
+  }
+  /* The GEMM path splits each product by itself. */
+  if (activations->m > 2) {
+    for (int i = 0; i < count; ++i)
+      if (iqk_matmul(weights[i], activations, y[i]) != 0)
+        return -1;
+    return 0;
+  }
+  int threads = work < IQK_PARALLEL_MIN_WORK ? 1 : thread_count;
+  if (task.total_groups < threads)
+    threads = (int)task.total_groups;
+  iqk_parallel_run(threads, run_multi_part, &task);
   return 0;
 }

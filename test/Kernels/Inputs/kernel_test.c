@@ -139,6 +139,60 @@ static void run_case(const char *set, const test_case_t *c, int threads) {
   free(expected);
 }
 
+/* iqk_matmul_multi with three weights of different row counts equals the
+ * reference product of each; the work is above the threshold where the
+ * threads split it, so with m <= 2 they split the rows of all three. */
+static void run_multi_case(const char *set, int64_t m, int threads) {
+  enum { COUNT = 3 };
+  const int64_t rows[COUNT] = {37, 5, 203}, k = 300;
+  uint8_t *a = malloc((size_t)(m * k)), *za = malloc((size_t)m);
+  float *sa = malloc((size_t)m * sizeof(float));
+  fill_rows(FILL_RANDOM, m, k, a, za, sa);
+  iqk_activations_t *activations = iqk_activations_create(m, k);
+  bool ok = activations && iqk_activations_set_codes(activations, m, a, za, sa) == 0;
+  iqk_weights_t *packed[COUNT] = {0};
+  float *y[COUNT] = {0}, *expected[COUNT] = {0};
+  for (int i = 0; i < COUNT; ++i) {
+    int64_t n = rows[i];
+    uint8_t *w = malloc((size_t)(n * k)), *zw = malloc((size_t)n);
+    float *sw = malloc((size_t)n * sizeof(float));
+    fill_rows(FILL_RANDOM, n, k, w, zw, sw);
+    y[i] = malloc((size_t)(m * n) * sizeof(float));
+    expected[i] = malloc((size_t)(m * n) * sizeof(float));
+    reference_matmul(m, n, k, a, za, sa, w, zw, sw, expected[i]);
+    packed[i] = iqk_weights_pack(n, k, w, zw, sw);
+    ok = ok && packed[i];
+    for (int64_t j = 0; j < m * n; ++j)
+      y[i][j] = -12345.0f;
+    free(w);
+    free(zw);
+    free(sw);
+  }
+  char detail[256] = "", name[64];
+  snprintf(name, sizeof name, "multi_m%lld", (long long)m);
+  if (ok && iqk_matmul_multi(COUNT, (const iqk_weights_t *const *)packed, activations, y) != 0)
+    ok = false;
+  if (!ok)
+    snprintf(detail, sizeof detail, "%s", iqk_last_error());
+  for (int i = 0; ok && i < COUNT; ++i)
+    for (int64_t j = 0; ok && j < m * rows[i]; ++j)
+      if (memcmp(&y[i][j], &expected[i][j], sizeof(float)) != 0) {
+        snprintf(detail, sizeof detail, "product %d: y[%lld][%lld] = %.9g, expected %.9g", i,
+                 (long long)(j / rows[i]), (long long)(j % rows[i]), y[i][j], expected[i][j]);
+        ok = false;
+      }
+  report(set, name, threads, ok, detail);
+  for (int i = 0; i < COUNT; ++i) {
+    iqk_weights_free(packed[i]);
+    free(y[i]);
+    free(expected[i]);
+  }
+  iqk_activations_free(activations);
+  free(a);
+  free(za);
+  free(sa);
+}
+
 /* iqk_activations_quantize followed by the matmul equals the reference
  * quantizer followed by the reference matmul. */
 static void run_quantize_case(const char *set, int64_t m, int64_t n, int64_t k) {
@@ -211,6 +265,8 @@ int main(int argc, char **argv) {
       iqk_set_num_threads(threads);
       for (size_t c = 0; c < sizeof cases / sizeof cases[0]; ++c)
         run_case(set, &cases[c], threads);
+      for (int64_t m = 1; m <= 3; ++m)
+        run_multi_case(set, m, threads);
     }
     iqk_set_num_threads(2);
     run_quantize_case(set, 1, 9, 100);
