@@ -103,18 +103,20 @@ static void emit_isa_constants(iq_text_t *t, iq_int4_isa_kind_t kind) {
     iq_text_printf(t, "    %%ones16 = arith.constant dense<1> : vector<16xi16>\n");
 }
 
-/* Emits %<out> = acc + lo . a0 + hi . a1. */
-static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out,
-                            const char *acc, const char *lo, const char *hi, const char *a0,
-                            const char *a1) {
+/* Emits %<out> = acc + lo . a0 + hi . a1, with the activation bytes a0
+ * and a1 read as unsigned codes, or as signed values in -15..15 when
+ * `signed_a` (the weight nibbles are 0..15 either way). */
+static void emit_block_step_as(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out,
+                               const char *acc, const char *lo, const char *hi, const char *a0,
+                               const char *a1, bool signed_a) {
   switch (kind) {
   case IQ_INT4_GENERIC: {
     const char *pairs[2][2] = {{lo, a0}, {hi, a1}};
     for (int i = 0; i < 2; ++i) {
       iq_text_printf(t, "        %%%s_w%d = arith.extui %%%s : vector<32xi8> to vector<32xi16>\n",
                      out, i, pairs[i][0]);
-      iq_text_printf(t, "        %%%s_a%d = arith.extui %%%s : vector<32xi8> to vector<32xi16>\n",
-                     out, i, pairs[i][1]);
+      iq_text_printf(t, "        %%%s_a%d = arith.ext%si %%%s : vector<32xi8> to vector<32xi16>\n",
+                     out, i, signed_a ? "s" : "u", pairs[i][1]);
       iq_text_printf(t, "        %%%s_p%d = arith.muli %%%s_w%d, %%%s_a%d : vector<32xi16>\n", out,
                      i, out, i, out, i);
     }
@@ -124,8 +126,9 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
     return;
   }
   case IQ_INT4_AVX2:
-    /* vpmaddubsw: the first operand is unsigned, the second signed; the
-     * codes are 0..15, so neither sign nor saturation matters. */
+    /* vpmaddubsw: the first operand (the weights) is unsigned, the second
+     * signed; a lane sums two products of at most 15 * 15 in magnitude,
+     * so saturation never happens. */
     iq_text_printf(t,
                    "        %%%s_p0 = llvm.call_intrinsic \"llvm.x86.avx2.pmadd.ub.sw\"(%%%s, %%%s) "
                    ": (vector<32xi8>, vector<32xi8>) -> vector<16xi16>\n"
@@ -138,6 +141,7 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
   case IQ_INT4_AVXVNNI:
   case IQ_INT4_AVX512VNNI: {
     /* LLVM 19 declares vpdpbusd on i32 vectors; the bytes are bitcast.
+     * Its first byte operand (the weights) is unsigned, the second signed.
      * The block's chain starts from zero and is added to `acc` last, so
      * the loop-carried dependency is one vpaddd, not two vpdpbusd. */
     const char *pairs[2][2] = {{lo, a0}, {hi, a1}};
@@ -161,8 +165,9 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
   }
   case IQ_INT4_DOTPROD:
   case IQ_INT4_I8MM: {
-    /* As for VNNI, the four udot of a block chain from zero, and one add
-     * carries the sum across blocks. */
+    /* As for VNNI, the four udot (sdot for signed activations; the weight
+     * nibbles are valid signed bytes) of a block chain from zero, and one
+     * add carries the sum across blocks. */
     const char *pairs[2][2] = {{lo, a0}, {hi, a1}};
     const char *previous = "narrow_zero";
     char name[4][64];
@@ -177,10 +182,10 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
                      out, i, w, offset, out, i, a, offset);
       snprintf(name[i], sizeof name[i], "%s_d%d", out, i);
       iq_text_printf(t,
-                     "        %%%s = llvm.call_intrinsic \"llvm.aarch64.neon.udot.v4i32.v16i8\"(%%%s, "
-                     "%%%s_w%d, %%%s_a%d) : (vector<4xi32>, vector<16xi8>, vector<16xi8>) -> "
-                     "vector<4xi32>\n",
-                     name[i], previous, out, i, out, i);
+                     "        %%%s = llvm.call_intrinsic \"llvm.aarch64.neon.%cdot.v4i32.v16i8\"("
+                     "%%%s, %%%s_w%d, %%%s_a%d) : (vector<4xi32>, vector<16xi8>, vector<16xi8>) "
+                     "-> vector<4xi32>\n",
+                     name[i], signed_a ? 's' : 'u', previous, out, i, out, i);
       previous = name[i];
     }
     iq_text_printf(t, "        %%%s = arith.addi %%%s, %%%s : vector<4xi32>\n", out, acc, previous);
@@ -189,14 +194,21 @@ static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *o
   }
 }
 
-/* Emits %<out> = wide + widen(acc). */
-static void emit_flush(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out, const char *wide,
-                       const char *acc) {
+static void emit_block_step(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out,
+                            const char *acc, const char *lo, const char *hi, const char *a0,
+                            const char *a1) {
+  emit_block_step_as(t, kind, out, acc, lo, hi, a0, a1, false);
+}
+
+/* Emits %<out> = wide + widen(acc), the narrow lanes read as signed when
+ * `signed_acc` (the sums of signed activations). */
+static void emit_flush_as(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out,
+                          const char *wide, const char *acc, bool signed_acc) {
   const char *type = wide_type(kind);
   switch (kind) {
   case IQ_INT4_GENERIC:
-    iq_text_printf(t, "      %%%s_e = arith.extui %%%s : vector<32xi16> to vector<32xi32>\n", out,
-                   acc);
+    iq_text_printf(t, "      %%%s_e = arith.ext%si %%%s : vector<32xi16> to vector<32xi32>\n", out,
+                   signed_acc ? "s" : "u", acc);
     break;
   case IQ_INT4_AVX2:
     iq_text_printf(t,
@@ -209,6 +221,11 @@ static void emit_flush(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out, c
     break;
   }
   iq_text_printf(t, "      %%%s = arith.addi %%%s, %%%s_e : %s\n", out, wide, out, type);
+}
+
+static void emit_flush(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out, const char *wide,
+                       const char *acc) {
+  emit_flush_as(t, kind, out, wide, acc, false);
 }
 
 static void emit_reduce(iq_text_t *t, iq_int4_isa_kind_t kind, const char *out, const char *wide) {
@@ -408,6 +425,105 @@ static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa, int rows) {
   iq_text_printf(t, "    }\n    return\n  }\n");
 }
 
+
+/* ---- GEMV with an activation scale per column group -------------------------
+ * iqk_<isa>_gemv_heads runs the o_proj of one token, whose input is
+ * quantized per head: `slices` column groups of `slice_blocks` blocks
+ * each. Weight slice s is a plain packed [n, 64 * slice_blocks] matrix at
+ * %w[s * slice_bytes]. The activations are signed bytes (code minus the
+ * group's zero point), slice s block b at %a[(s * slice_blocks + b) * 64].
+ * For each row the integer dot product of every slice is exact, and
+ *   t = fma(sa[s], dot[s], t) over s from 0.0 in order,
+ *   y = sw * (t - zw * correction)
+ * where correction = sum over s of sa[s] * (code sum[s] - 64 * slice_blocks
+ * * zero point[s]) comes from the caller. The float operations are the
+ * same on every instruction set, so every set gives the same bits. */
+static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
+  iq_int4_isa_kind_t kind = isa->kind;
+  const char *narrow = narrow_type(kind), *wide = wide_type(kind);
+  iq_text_printf(t,
+                 "  func.func @iqk_%s_gemv_heads(%%w: memref<?xi8>, %%w_zero: memref<?xi32>, "
+                 "%%w_scale: memref<?xf32>, %%a: memref<?xi8>, %%a_scale: memref<?xf32>, "
+                 "%%y: memref<?xf32>, %%slices: index, %%slice_blocks: index, "
+                 "%%slice_bytes: index, %%n: index, %%g_begin: index, %%g_end: index, "
+                 "%%correction: f32) {\n",
+                 isa->name);
+  emit_common_constants(t);
+  emit_isa_constants(t, kind);
+  iq_text_printf(t,
+                 "    %%f0 = arith.constant 0.0 : f32\n"
+                 "    %%group_bytes = arith.muli %%slice_blocks, %%c128 : index\n"
+                 "    scf.for %%g = %%g_begin to %%g_end step %%c1 {\n"
+                 "      %%g_base = arith.muli %%g, %%group_bytes : index\n"
+                 "      %%acc:4 = scf.for %%s = %%c0 to %%slices step %%c1 "
+                 "iter_args(%%t0 = %%f0, %%t1 = %%f0, %%t2 = %%f0, %%t3 = %%f0) -> "
+                 "(f32, f32, f32, f32) {\n"
+                 "        %%s_base = arith.muli %%s, %%slice_bytes : index\n"
+                 "        %%sg_base = arith.addi %%s_base, %%g_base : index\n"
+                 "        %%s_blocks = arith.muli %%s, %%slice_blocks : index\n"
+                 "        %%narrow:4 = scf.for %%b = %%c0 to %%slice_blocks step %%c1 "
+                 "iter_args(%%h0 = %%narrow_zero, %%h1 = %%narrow_zero, %%h2 = %%narrow_zero, "
+                 "%%h3 = %%narrow_zero) -> (%s, %s, %s, %s) {\n"
+                 "        %%a_block = arith.addi %%s_blocks, %%b : index\n"
+                 "        %%a0_low = arith.muli %%a_block, %%c64 : index\n"
+                 "        %%a0_high = arith.addi %%a0_low, %%c32 : index\n"
+                 "        %%x0_0 = vector.load %%a[%%a0_low] : memref<?xi8>, vector<32xi8>\n"
+                 "        %%x0_1 = vector.load %%a[%%a0_high] : memref<?xi8>, vector<32xi8>\n"
+                 "        %%b_offset = arith.muli %%b, %%c128 : index\n"
+                 "        %%w0_index = arith.addi %%sg_base, %%b_offset : index\n"
+                 "        %%w1_index = arith.addi %%w0_index, %%c32 : index\n"
+                 "        %%w2_index = arith.addi %%w0_index, %%c64 : index\n"
+                 "        %%w3_index = arith.addi %%w0_index, %%c96 : index\n",
+                 narrow, narrow, narrow, narrow);
+  for (int r = 0; r < 4; ++r) {
+    char p[16], index[16], lo[24], hi[24], out[16], acc[16];
+    snprintf(p, sizeof p, "w%d", r);
+    snprintf(index, sizeof index, "w%d_index", r);
+    emit_weight_load(t, p, index);
+    snprintf(lo, sizeof lo, "w%d_lo", r);
+    snprintf(hi, sizeof hi, "w%d_hi", r);
+    snprintf(out, sizeof out, "n%d", r);
+    snprintf(acc, sizeof acc, "h%d", r);
+    emit_block_step_as(t, kind, out, acc, lo, hi, "x0_0", "x0_1", true);
+  }
+  iq_text_printf(t, "        scf.yield %%n0, %%n1, %%n2, %%n3 : %s, %s, %s, %s\n      }\n", narrow,
+                 narrow, narrow, narrow);
+  iq_text_printf(t, "        %%sa = memref.load %%a_scale[%%s] : memref<?xf32>\n");
+  for (int r = 0; r < 4; ++r) {
+    char out[16], acc[16], dot[16];
+    snprintf(out, sizeof out, "flushed%d", r);
+    snprintf(acc, sizeof acc, "narrow#%d", r);
+    emit_flush_as(t, kind, out, "wide_zero", acc, true);
+    snprintf(dot, sizeof dot, "dot%d", r);
+    emit_reduce(t, kind, dot, out);
+    iq_text_printf(t,
+                   "        %%dotf%d = arith.sitofp %%dot%d : i32 to f32\n"
+                   "        %%u%d = math.fma %%sa, %%dotf%d, %%t%d : f32\n",
+                   r, r, r, r, r);
+  }
+  iq_text_printf(t,
+                 "        scf.yield %%u0, %%u1, %%u2, %%u3 : f32, f32, f32, f32\n"
+                 "      }\n"
+                 "      %%g_row = arith.muli %%g, %%c4 : index\n");
+  for (int r = 0; r < 4; ++r)
+    iq_text_printf(t,
+                   "      %%r%d = arith.constant %d : index\n"
+                   "      %%row%d = arith.addi %%g_row, %%r%d : index\n"
+                   "      %%in%d = arith.cmpi ult, %%row%d, %%n : index\n"
+                   "      scf.if %%in%d {\n"
+                   "        %%zw%d = memref.load %%w_zero[%%row%d] : memref<?xi32>\n"
+                   "        %%sw%d = memref.load %%w_scale[%%row%d] : memref<?xf32>\n"
+                   "        %%zwf%d = arith.sitofp %%zw%d : i32 to f32\n"
+                   "        %%zc%d = arith.mulf %%zwf%d, %%correction : f32\n"
+                   "        %%d%d = arith.subf %%acc#%d, %%zc%d : f32\n"
+                   "        %%v%d = arith.mulf %%sw%d, %%d%d : f32\n"
+                   "        memref.store %%v%d, %%y[%%row%d] : memref<?xf32>\n"
+                   "      }\n",
+                   r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r);
+  iq_text_printf(t, "    }\n    return\n  }\n");
+  (void)wide;
+}
+
 /* ---- GEMM (M > 1) ------------------------------------------------------------
  * Loop nest per thread (rows row_begin..row_end of W, panels
  * panel_begin..panel_end of A):
@@ -547,9 +663,9 @@ static void emit_gemm(iq_text_t *t, const iq_int4_isa_t *isa) {
   iq_text_printf(t, "\n      }\n");
   for (int r = 0; r < mr; ++r) {
     char out[16], acc[16], sum[16];
-    snprintf(out, sizeof out, "f%d", r);
+    snprintf(out, sizeof out, "flushed%d", r);
     snprintf(acc, sizeof acc, "narrow#%d", r);
-    emit_flush(t, kind, out, "wide_zero", acc);
+    emit_flush_as(t, kind, out, "wide_zero", acc, true);
     snprintf(sum, sizeof sum, "s%d", r);
     emit_reduce(t, kind, sum, out);
     emit_gemm_store(t, "st", r, sum, "row");
@@ -682,6 +798,7 @@ char *iq_int4_kernel_source(const iq_int4_isa_t *isa, iq_error_t **error) {
   iq_int4_emit_attention(&text, isa);
   emit_gemv(&text, isa, 1);
   emit_gemv(&text, isa, 2);
+  emit_gemv_heads(&text, isa);
   if (isa->kind == IQ_INT4_I8MM)
     emit_gemm_i8mm(&text, isa);
   else

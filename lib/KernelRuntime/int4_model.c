@@ -217,10 +217,12 @@ static bool reserve_scratch(size_t code_bytes, size_t outputs, size_t params, si
  * s), code = clamp(roundeven(x / s) + z, 0, maxq). Returns the code sum. */
 static int32_t quantize_span(const float *x, int64_t count, bool include_zero, float clip,
                              float maxq, float eps, uint8_t *codes, float *scale, int32_t *zero) {
+  /* Comparisons rather than fmaxf and fminf, which are library calls on
+   * x86-64; they differ only for NaN, whose codes are meaningless anyway. */
   float high = x[0], low = x[0];
   for (int64_t i = 1; i < count; ++i) {
-    high = fmaxf(high, x[i]);
-    low = fminf(low, x[i]);
+    high = x[i] > high ? x[i] : high;
+    low = x[i] < low ? x[i] : low;
   }
   if (include_zero) {
     high = fmaxf(high, 0.0f);
@@ -239,7 +241,10 @@ static int32_t quantize_span(const float *x, int64_t count, bool include_zero, f
   float z = rintf(-low / s);
   int32_t sum = 0;
   for (int64_t i = 0; i < count; ++i) {
-    float code = fminf(fmaxf(rintf(x[i] / s) + z, 0.0f), maxq);
+    /* NaN becomes 0, as with fmaxf. */
+    float code = rintf(x[i] / s) + z;
+    code = code > 0.0f ? code : 0.0f;
+    code = code < maxq ? code : maxq;
     codes[i] = (uint8_t)code;
     sum += codes[i];
   }
@@ -309,18 +314,19 @@ static void gemv_layout(const uint8_t *codes, int64_t rows, int64_t k, uint8_t *
  * their scratch memory. */
 #define TOKENS_PER_CALL 16
 
-/* The decode step (one token) of a grouped linear: every thread takes a
- * range of output rows and runs all column groups on it, so the whole
- * product is one call of the pool. */
+/* The decode step (one token) of a grouped linear on
+ * iqk_<isa>_gemv_heads: every thread takes a range of weight row groups
+ * and runs all column groups on it, so the product is one call of the
+ * pool. */
 typedef struct grouped_step {
   const iqk_kernel_set_t *set;
   const uint8_t *packed;
-  int64_t n, group, groups, slice_bytes, rows, slice_code_bytes;
+  int64_t n, rows, groups, slice_blocks, slice_bytes, total_bytes;
   const int32_t *weight_zero;
   const float *weight_scale;
-  const uint8_t *codes; /* per column group, in the GEMV layout */
-  int64_t codes_per_group;
-  float *out;           /* [groups][n] kernel results */
+  const int8_t *codes; /* per column group, code minus zero point */
+  const float *scale;  /* per column group */
+  float correction;
   float *y;
 } grouped_step_t;
 
@@ -328,35 +334,17 @@ static void run_grouped_part(void *context, int part, int parts) {
   const grouped_step_t *step = context;
   int64_t weight_groups = step->rows / IQK_GROUP_ROWS;
   int64_t begin = weight_groups * part / parts, end = weight_groups * (part + 1) / parts;
-  int64_t first = begin * IQK_GROUP_ROWS;
-  int64_t last = end * IQK_GROUP_ROWS < step->n ? end * IQK_GROUP_ROWS : step->n;
-  if (first >= last)
+  if (begin == end)
     return;
-  for (int64_t g = 0; g < step->groups; ++g) {
-    const uint8_t *slice = step->packed + g * step->slice_bytes;
-    const int32_t *zero = (const int32_t *)(const void *)(slice + step->slice_code_bytes);
-    iqk_weights_t weights = packed_weights(slice, step->n, step->group, zero, zero + step->rows,
-                                           (const float *)(const void *)(zero + 2 * step->rows));
-    plain_gemv(step->set, &weights, step->codes + g * step->codes_per_group, 1,
-               step->out + g * step->n, begin, end);
-  }
-  /* The same sums in the same order as the path for several tokens. */
-  for (int64_t j = first; j < last; ++j) {
-    int64_t zw = step->weight_zero[j];
-    double total = 0.0;
-    for (int64_t g = 0; g < step->groups; ++g) {
-      const int32_t *slice_sum =
-          (const int32_t *)(const void *)(step->packed + g * step->slice_bytes +
-                                          step->slice_code_bytes) +
-          step->rows;
-      int64_t za = scratch.zero[g], asum = scratch.sum[g];
-      int64_t integer = (int64_t)step->out[g * step->n + j] - zw * asum - za * slice_sum[j] +
-                        step->group * za * zw;
-      total += (double)scratch.scale[g] * (double)integer;
-    }
-    step->y[j] = (float)(total * (double)step->weight_scale[j]);
-  }
+  step->set->gemv_heads(
+      IQK_MEMREF_ARGS((uint8_t *)step->packed, step->total_bytes),
+      IQK_MEMREF_ARGS((int32_t *)step->weight_zero, step->rows),
+      IQK_MEMREF_ARGS((float *)step->weight_scale, step->rows),
+      IQK_MEMREF_ARGS((int8_t *)step->codes, step->groups * step->slice_blocks * IQK_BLOCK_K),
+      IQK_MEMREF_ARGS((float *)step->scale, step->groups), IQK_MEMREF_ARGS(step->y, step->n),
+      step->groups, step->slice_blocks, step->slice_bytes, step->n, begin, end, step->correction);
 }
+
 void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t group,
                             const float *x, int64_t m, float *y, float clip) {
   /* The kernels' float results are exact integers while below 2^24. */
@@ -376,7 +364,7 @@ void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t
   int64_t rows = iq_int4_padded_rows(n), groups = k / group;
   int64_t slice_bytes = iq_int4_packed_bytes(n, group);
   int64_t slice_code_bytes = iq_int4_code_bytes(n, group);
-  int64_t group_codes = (group + IQK_BLOCK_K - 1) / IQK_BLOCK_K * IQK_BLOCK_K;
+  int64_t slice_blocks = (group + IQK_BLOCK_K - 1) / IQK_BLOCK_K;
   const int32_t *weight_zero = (const int32_t *)(const void *)(packed + groups * slice_bytes);
   const float *weight_scale = (const float *)(const void *)(weight_zero + rows);
 
@@ -385,25 +373,33 @@ void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t
   /* Kernel results of one token for each column group, or of up to
    * `chunk` tokens for one column group. */
   int64_t results = chunk > groups ? chunk : groups;
-  /* Codes: row-major, then the GEMV layout of one token. Scratch y: the
+  /* Codes: row-major, then the signed codes of one token. Scratch y: the
    * kernel results, then the double sums. */
-  int status = reserve_scratch((size_t)(chunk * k + groups * group_codes),
+  int status = reserve_scratch((size_t)(chunk * k + groups * slice_blocks * IQK_BLOCK_K),
                                (size_t)(3 * results * n + 2), (size_t)results, (size_t)chunk, what)
                    ? 0
                    : 1;
-  if (status == 0 && m == 1) {
-    uint8_t *layout = scratch.codes + k;
+  if (status == 0 && m == 1 && slice_blocks <= IQK_CHUNK_BLOCKS) {
+    /* Signed activations: the code minus the group's zero point, zero
+     * after the group's end. */
+    int8_t *signed_codes = (int8_t *)(void *)(scratch.codes + k);
+    memset(signed_codes, 0, (size_t)(groups * slice_blocks * IQK_BLOCK_K));
+    double correction = 0.0;
     for (int64_t g = 0; g < groups; ++g) {
-      scratch.sum[g] = quantize_span(x + g * group, group, false, clip, 15.0f, 1e-6f,
-                                     scratch.codes + g * group, &scratch.scale[g],
-                                     &scratch.zero[g]);
-      gemv_layout(scratch.codes + g * group, 1, group, layout + g * group_codes);
+      uint8_t *codes = scratch.codes + g * group;
+      int32_t sum = quantize_span(x + g * group, group, false, clip, 15.0f, 1e-6f, codes,
+                                  &scratch.scale[g], &scratch.zero[g]);
+      int8_t *row = signed_codes + g * slice_blocks * IQK_BLOCK_K;
+      for (int64_t i = 0; i < group; ++i)
+        row[i] = (int8_t)(codes[i] - scratch.zero[g]);
+      correction += (double)scratch.scale[g] * (double)(sum - group * scratch.zero[g]);
     }
-    grouped_step_t step = {.set = set, .packed = packed, .n = n, .group = group, .groups = groups,
-                           .slice_bytes = slice_bytes, .rows = rows,
-                           .slice_code_bytes = slice_code_bytes, .weight_zero = weight_zero,
-                           .weight_scale = weight_scale, .codes = layout,
-                           .codes_per_group = group_codes, .out = scratch.y, .y = y};
+    grouped_step_t step = {.set = set, .packed = packed, .n = n, .rows = rows, .groups = groups,
+                           .slice_blocks = slice_blocks, .slice_bytes = slice_bytes,
+                           .total_bytes = iq_int4_grouped_bytes(n, k, group),
+                           .weight_zero = weight_zero, .weight_scale = weight_scale,
+                           .codes = signed_codes, .scale = scratch.scale,
+                           .correction = (float)correction, .y = y};
     int threads = n * k < IQK_PARALLEL_MIN_WORK ? 1 : iqk_num_threads();
     if (rows / IQK_GROUP_ROWS < threads)
       threads = (int)(rows / IQK_GROUP_ROWS);

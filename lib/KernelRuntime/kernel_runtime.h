@@ -22,6 +22,15 @@
  * activations are in one panel of 2 rows. */
 typedef void iqk_gemv_fn(IQK_KERNEL_ARGUMENTS, int64_t blocks, int32_t k, int64_t n,
                          int64_t group_begin, int64_t group_end);
+/* iqk_<isa>_gemv_heads(w, w_zero, w_scale, a, a_scale, y, slices,
+ * slice_blocks, slice_bytes, n, group_begin, group_end, correction): one
+ * token of a linear whose input is quantized per column group, with
+ * signed activation bytes (Int4Kernels.c describes the layout and math). */
+typedef void iqk_gemv_heads_fn(IQK_MEMREF(uint8_t), IQK_MEMREF(int32_t), IQK_MEMREF(float),
+                               IQK_MEMREF(int8_t), IQK_MEMREF(float), IQK_MEMREF(float),
+                               int64_t slices, int64_t slice_blocks, int64_t slice_bytes,
+                               int64_t n, int64_t group_begin, int64_t group_end,
+                               float correction);
 /* iqk_<isa>_gemm(..., partial, blocks, K, n, m, group_begin, group_end,
  * panel_begin, panel_end): weight groups [group_begin, group_end) against
  * activation panels [panel_begin, panel_end). partial keeps
@@ -82,6 +91,7 @@ typedef struct iqk_kernel_set {
   const char *name;
   iqk_gemv_fn *gemv;
   iqk_gemv_fn *gemv2;
+  iqk_gemv_heads_fn *gemv_heads;
   iqk_gemm_fn *gemm;
   iqk_quantize_fn *quantize[IQK_QUANTIZER_COUNT];
   iqk_kv_append_fn *kv_append;

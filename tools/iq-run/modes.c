@@ -40,8 +40,10 @@ static float random_unit(uint64_t *state) {
 
 static int32_t argmax(const float *logits, int32_t vocab) {
   int32_t best = 0;
+  float best_value = logits[0];
   for (int32_t i = 1; i < vocab; ++i) {
-    if (logits[i] > logits[best]) {
+    if (logits[i] > best_value) {
+      best_value = logits[i];
       best = i;
     }
   }

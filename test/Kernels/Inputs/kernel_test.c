@@ -3,11 +3,13 @@
  * (printing SKIP for a set this CPU lacks), and with 1, 2 and 3 threads.
  * Prints one PASS or FAIL line per set and case, then a summary.
  * kernel_test --default runs one case with the set chosen at load. */
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "iq/int4_model.h"
 #include "iq/iq_kernels.h"
 #include "reference.h"
 
@@ -193,6 +195,150 @@ static void run_multi_case(const char *set, int64_t m, int threads) {
   free(sa);
 }
 
+/* A linear whose input is quantized per group of `group` columns
+ * (iq_int4_linear_grouped, the o_proj path): one token runs on
+ * iqk_<isa>_gemv_heads, three tokens on the per-group GEMV calls. Both
+ * agree with a double-precision reference within 1e-6 of the largest
+ * output, and the one-token result is the same bits on every kernel set
+ * and thread count: its FNV-1a hash is printed for the tests to compare
+ * across targets. */
+typedef struct grouped_case {
+  int64_t n, group, groups;
+  uint8_t *packed;
+  float *x, *expected;
+  uint32_t first_hash; /* of the first set's one-token result, 0 before */
+} grouped_case_t;
+
+/* The reference quantizer of one column group (iq_quantize_groupwise). */
+static void reference_group(const float *x, int64_t count, uint8_t *codes, int32_t *zero,
+                            double *scale) {
+  float high = x[0], low = x[0];
+  for (int64_t i = 1; i < count; ++i) {
+    high = x[i] > high ? x[i] : high;
+    low = x[i] < low ? x[i] : low;
+  }
+  float s = fmaxf((high - low) / 15.0f, 1e-6f);
+  float z = rintf(-low / s);
+  for (int64_t i = 0; i < count; ++i)
+    codes[i] = (uint8_t)fminf(fmaxf(rintf(x[i] / s) + z, 0.0f), 15.0f);
+  *zero = (int32_t)z;
+  *scale = (double)s;
+}
+
+static void grouped_case_build(grouped_case_t *c, int64_t n, int64_t group, int64_t groups,
+                               int64_t m) {
+  uint64_t state = 0x2545f4914f6cdd1du; /* the same data on every target */
+  int64_t k = group * groups, rows = iq_int4_padded_rows(n);
+  int64_t slice_bytes = iq_int4_packed_bytes(n, group);
+  *c = (grouped_case_t){.n = n, .group = group, .groups = groups};
+  c->packed = calloc((size_t)iq_int4_grouped_bytes(n, k, group), 1);
+  c->x = malloc((size_t)(m * k) * sizeof(float));
+  c->expected = calloc((size_t)(m * n), sizeof(float));
+  uint8_t *w = malloc((size_t)(n * k)), *slice = malloc((size_t)(n * group));
+  uint8_t *zw = malloc((size_t)n), *zeros = calloc((size_t)n, 1);
+  float *sw = malloc((size_t)n * sizeof(float)), *ones = malloc((size_t)n * sizeof(float));
+  for (int64_t i = 0; i < n * k; ++i) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    w[i] = (uint8_t)(state >> 60);
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    zw[j] = (uint8_t)(state >> 60);
+    sw[j] = (float)((state >> 40) % 1000 + 1) / 4096.0f;
+    ones[j] = 1.0f;
+  }
+  for (int64_t i = 0; i < m * k; ++i) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    c->x[i] = (float)((int64_t)(state >> 44) - 524288) / 65536.0f;
+  }
+  /* Each slice in the plain layout with zero points 0 and scales 1, then
+   * the weights' zero points and scales (iq/int4_model.h). */
+  for (int64_t s = 0; s < groups; ++s) {
+    for (int64_t j = 0; j < n; ++j)
+      memcpy(slice + j * group, w + j * k + s * group, (size_t)group);
+    iqk_weights_t *packed = iqk_weights_pack(n, group, slice, zeros, ones);
+    uint8_t *base = c->packed + s * slice_bytes;
+    int64_t code_bytes = iq_int4_code_bytes(n, group);
+    memcpy(base, packed->codes, (size_t)code_bytes);
+    memcpy(base + code_bytes, packed->zero, (size_t)rows * 4);
+    memcpy(base + code_bytes + 4 * rows, packed->sum, (size_t)rows * 4);
+    memcpy(base + code_bytes + 8 * rows, packed->scale, (size_t)rows * 4);
+    iqk_weights_free(packed);
+  }
+  int32_t *tail_zero = (int32_t *)(void *)(c->packed + groups * slice_bytes);
+  float *tail_scale = (float *)(void *)(tail_zero + rows);
+  for (int64_t j = 0; j < n; ++j) {
+    tail_zero[j] = zw[j];
+    tail_scale[j] = sw[j];
+  }
+  /* The reference: y = sw * sum over groups of sa * sum (w - zw)(a - za). */
+  uint8_t *codes = malloc((size_t)group);
+  double *total = calloc((size_t)(m * n), sizeof(double));
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t s = 0; s < groups; ++s) {
+      int32_t za;
+      double sa;
+      reference_group(c->x + t * k + s * group, group, codes, &za, &sa);
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t dot = 0;
+        for (int64_t i = 0; i < group; ++i)
+          dot += ((int64_t)w[j * k + s * group + i] - zw[j]) * ((int64_t)codes[i] - za);
+        total[t * n + j] += sa * (double)dot;
+      }
+    }
+  for (int64_t i = 0; i < m * n; ++i)
+    c->expected[i] = (float)(total[i] * (double)sw[i % n]);
+  free(codes);
+  free(total);
+  free(w);
+  free(slice);
+  free(zw);
+  free(zeros);
+  free(sw);
+  free(ones);
+}
+
+static uint32_t fnv1a(const void *data, size_t size) {
+  uint32_t hash = 2166136261u;
+  for (size_t i = 0; i < size; ++i)
+    hash = (hash ^ ((const uint8_t *)data)[i]) * 16777619u;
+  return hash;
+}
+
+static void run_grouped_case(const char *set, grouped_case_t *c, int64_t m, int threads) {
+  int64_t n = c->n, k = c->group * c->groups;
+  float *y = malloc((size_t)(m * n) * sizeof(float));
+  iq_int4_linear_grouped(c->packed, n, k, c->group, c->x, m, y, 1.0f);
+  const char *error = iq_int4_take_error();
+  char detail[256] = "", name[64];
+  snprintf(name, sizeof name, "grouped_g%lld_m%lld", (long long)c->group, (long long)m);
+  bool ok = error == NULL;
+  if (!ok)
+    snprintf(detail, sizeof detail, "%s", error);
+  float largest = 0.0f;
+  for (int64_t i = 0; i < m * n; ++i)
+    largest = fmaxf(largest, fabsf(c->expected[i]));
+  for (int64_t i = 0; ok && i < m * n; ++i)
+    if (!(fabsf(y[i] - c->expected[i]) <= 1e-6f * largest)) {
+      snprintf(detail, sizeof detail, "y[%lld][%lld] = %.9g, expected %.9g", (long long)(i / n),
+               (long long)(i % n), y[i], c->expected[i]);
+      ok = false;
+    }
+  if (ok && m == 1) {
+    uint32_t hash = fnv1a(y, (size_t)n * sizeof(float));
+    if (c->first_hash == 0) {
+      c->first_hash = hash;
+      printf("grouped_g%lld hash %08x\n", (long long)c->group, hash);
+    } else if (hash != c->first_hash) {
+      snprintf(detail, sizeof detail, "hash %08x differs from the first set's %08x", hash,
+               c->first_hash);
+      ok = false;
+    }
+  }
+  report(set, name, threads, ok, detail);
+  free(y);
+}
+
 /* iqk_activations_quantize followed by the matmul equals the reference
  * quantizer followed by the reference matmul. */
 static void run_quantize_case(const char *set, int64_t m, int64_t n, int64_t k) {
@@ -241,6 +387,14 @@ static void run_quantize_case(const char *set, int64_t m, int64_t n, int64_t k) 
 }
 
 int main(int argc, char **argv) {
+  /* Head sizes below, at and above one block; 149 rows leave a partial
+   * group of 4 and, from 64 columns on, are enough work for the threads. */
+  grouped_case_t grouped[3], grouped_tokens[3];
+  const int64_t group_sizes[3] = {8, 64, 128};
+  for (int i = 0; i < 3; ++i) {
+    grouped_case_build(&grouped[i], 149, group_sizes[i], 9, 1);
+    grouped_case_build(&grouped_tokens[i], 149, group_sizes[i], 9, 3);
+  }
   if (argc < 2) {
     fprintf(stderr, "usage: kernel_test SET...\n");
     return 2;
@@ -267,6 +421,10 @@ int main(int argc, char **argv) {
         run_case(set, &cases[c], threads);
       for (int64_t m = 1; m <= 3; ++m)
         run_multi_case(set, m, threads);
+      for (int i = 0; i < 3; ++i) {
+        run_grouped_case(set, &grouped[i], 1, threads);
+        run_grouped_case(set, &grouped_tokens[i], 3, threads);
+      }
     }
     iqk_set_num_threads(2);
     run_quantize_case(set, 1, 9, 100);
