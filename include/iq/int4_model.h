@@ -15,6 +15,11 @@ extern "C" {
  * the u8 weight-store tensor holding its packed weights. */
 #define IQ_INT4_WEIGHTS_ATTRIBUTE "iq.int4_weights"
 
+/* The discardable attribute iq-pack-int4 puts on a float16 iq.linear whose
+ * matrix is block-diagonal: the name of the f16 tensor of its blocks
+ * (iq_f16_blocks_elements), whose size gives the block count. */
+#define IQ_F16_BLOCKS_ATTRIBUTE "iq.f16_blocks"
+
 /* The packed tensor of an [n, k] weight is one u8 array of
  * iq_int4_packed_bytes(n, k) bytes. It starts with the codes in the layout
  * of iqk_weights_pack (groups of 4 rows, blocks of 64 k, 128 bytes each).
@@ -80,6 +85,19 @@ void iq_int4_linear_grouped(const uint8_t *packed, int64_t n, int64_t k, int64_t
  * halves on both sides, and the four integer products are combined. */
 void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x, int64_t m,
                     float *y, float clip);
+
+/* The packed tensor of a block-diagonal float16 linear (InfoQuant's
+ * residual converters): its `blocks` diagonal blocks [d, d], d = n /
+ * blocks, one after the other, each row-major, as IEEE binary16 bits. */
+static inline int64_t iq_f16_blocks_elements(int64_t n, int64_t blocks) {
+  return n / blocks * n;
+}
+
+/* y[m][n] = x * W^T for the block-diagonal float16 matrix W in the layout
+ * above, on the kernel threads; the products are summed in a fixed order
+ * that does not depend on the instruction set. */
+void iq_f16_linear_blocks(const uint16_t *weights, int64_t n, int64_t blocks, const float *x,
+                          int64_t m, float *y);
 
 /* Runs the attention of `tokens` queries at positions[0] .. positions[0] +
  * tokens - 1 over the int4 KV cache `cache` (an iqk_kv_cache_t). It drops

@@ -30,6 +30,11 @@ bool iq_overlay_put(const char *name, iq_dtype_t dtype, uint32_t rank, const int
 bool iq_overlay_put_f32(const char *name, uint32_t rank, const int64_t *dims, const double *values,
                         iq_error_t **error);
 
+/* Adds a float16 tensor (IEEE binary16, rounded to nearest, ties to even)
+ * converted from `values` (rank 1 or 2). */
+bool iq_overlay_put_f16(const char *name, uint32_t rank, const int64_t *dims, const double *values,
+                        iq_error_t **error);
+
 /* Returns true when passes added tensors that are not in any store yet. */
 bool iq_overlay_pending(void);
 

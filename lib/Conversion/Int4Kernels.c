@@ -799,6 +799,7 @@ char *iq_int4_kernel_source(const iq_int4_isa_t *isa, iq_error_t **error) {
   emit_gemv(&text, isa, 1);
   emit_gemv(&text, isa, 2);
   emit_gemv_heads(&text, isa);
+  iq_int4_emit_linear_f16(&text, isa);
   if (isa->kind == IQ_INT4_I8MM)
     emit_gemm_i8mm(&text, isa);
   else

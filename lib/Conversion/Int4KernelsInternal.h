@@ -21,4 +21,8 @@ void iq_int4_emit_quantize(iq_text_t *t, const iq_int4_isa_t *isa, int factor);
 void iq_int4_emit_kv_append(iq_text_t *t, const iq_int4_isa_t *isa);
 void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa);
 
+/* Emits iqk_<isa>_linear_f16, the block-diagonal float16 linear
+ * (Int4HalfLinear.c). */
+void iq_int4_emit_linear_f16(iq_text_t *t, const iq_int4_isa_t *isa);
+
 #endif /* IQ_INT4_KERNELS_INTERNAL_H */

@@ -69,6 +69,7 @@ typedef struct lowering {
   bool grouped_declared; /* @iq_int4_linear_grouped is declared in globals */
   bool int8_declared;    /* @iq_int8_linear is declared in globals */
   bool fused_declared;   /* @iq_int4_linear_fused is declared in globals */
+  bool f16_blocks_declared; /* @iq_f16_linear_blocks is declared in globals */
   bool int4_cache;       /* every attention runs on an int4 KV cache */
   bool int4_attention_declared;
   MlirOperation *skipped; /* ops the int4 attention computes itself */
@@ -361,9 +362,16 @@ static lowered_value_t *linear_output(lowering_t *l, MlirOperation op, MlirValue
   return allocate(l, result, out);
 }
 
+static bool lower_linear_f16_blocks(lowering_t *l, MlirOperation op, MlirAttribute attr,
+                                    MlirValue logits);
+
 static bool lower_linear(lowering_t *l, MlirOperation op, MlirValue logits) {
   if (is_int4_linear(l, op))
     return lower_linear_int4(l, op, logits);
+  MlirAttribute blocks_attr =
+      mlirOperationGetAttributeByName(op, mlirStringRefCreateFromCString(IQ_F16_BLOCKS_ATTRIBUTE));
+  if (l->int4_kernels && !mlirAttributeIsNull(blocks_attr))
+    return lower_linear_f16_blocks(l, op, blocks_attr, logits);
   MlirOperation weight = weight_op(op);
   if (!mlirOperationIsNull(weight) && iq_op_is(weight, "dequantize") &&
       mlirOperationGetNumOperands(op) == 2)
@@ -774,6 +782,48 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
                       "(!llvm.ptr, i64, i64, !llvm.ptr, i64, !llvm.ptr, i64, f32) -> ()\n",
                    id, id, id, id, id, id, id);
   }
+  return true;
+}
+
+/* Lowers a float16 linear that iq-pack-int4 packed into diagonal blocks
+ * to a call of iq_f16_linear_blocks, which runs it on the kernel threads. */
+static bool lower_linear_f16_blocks(lowering_t *l, MlirOperation op, MlirAttribute attr,
+                                    MlirValue logits) {
+  MlirOperation weight = weight_op(op);
+  MlirType type = iq_op_is(weight, "weight") ? mlirValueGetType(mlirOperationGetResult(weight, 0))
+                                              : (MlirType){NULL};
+  int64_t n = mlirTypeIsNull(type) ? -1 : static_dim(type, 0);
+  const weight_entry_t *packed =
+      mlirAttributeIsAString(attr) ? find_weight(l, mlirStringAttrGetValue(attr)) : NULL;
+  int64_t elements = packed && packed->rank == 1 ? packed->dims[0] : 0;
+  if (n < 1 || !packed || strcmp(packed->dtype, "f16") != 0 || elements < 1 ||
+      (n * n) % elements != 0 || n % ((n * n) / elements) != 0)
+    return lower_fail(l, op, "a linear marked %s needs an f16 weight of its diagonal blocks "
+                             "before it; run iq-pack-int4 again",
+                      IQ_F16_BLOCKS_ATTRIBUTE);
+  lowered_value_t *x = operand(l, op, 0);
+  lowered_value_t *y = x ? linear_output(l, op, logits, n) : NULL;
+  if (!y)
+    return false;
+  lowered_value_t weights = {0};
+  snprintf(weights.name, sizeof weights.name, "%s", packed->value);
+  snprintf(weights.type, sizeof weights.type, "%s", packed->type);
+  int id = l->next_id++;
+  emit_pointer(l, &weights, id, "w");
+  emit_pointer(l, x, id, "x");
+  emit_pointer(l, y, id, "y");
+  iq_text_t *t = &l->body;
+  iq_text_printf(t, "    %%int4_%d_n = arith.constant %lld : i64\n", id, (long long)n);
+  iq_text_printf(t, "    %%int4_%d_blocks = arith.constant %lld : i64\n", id,
+                 (long long)((n * n) / elements));
+  if (!l->f16_blocks_declared)
+    iq_text_printf(&l->globals, "  func.func private @iq_f16_linear_blocks(!llvm.ptr, i64, i64, "
+                                "!llvm.ptr, i64, !llvm.ptr)\n");
+  l->f16_blocks_declared = true;
+  iq_text_printf(t, "    func.call @iq_f16_linear_blocks(%%int4_%d_w, %%int4_%d_n, "
+                    "%%int4_%d_blocks, %%int4_%d_x, %%tokens_i64, %%int4_%d_y) : (!llvm.ptr, i64, "
+                    "i64, !llvm.ptr, i64, !llvm.ptr) -> ()\n",
+                 id, id, id, id, id);
   return true;
 }
 

@@ -568,6 +568,50 @@ void iq_int8_linear(const uint8_t *packed, int64_t n, int64_t k, const float *x,
     record_error(what);
 }
 
+/* Rows of a block-diagonal float16 linear, split between the threads. */
+typedef struct half_step {
+  const iqk_kernel_set_t *set;
+  const uint16_t *weights;
+  const float *x;
+  float *y;
+  int64_t n, d, m;
+} half_step_t;
+
+static void run_half_part(void *context, int part, int parts) {
+  const half_step_t *step = context;
+  int64_t begin = step->n * part / parts, end = step->n * (part + 1) / parts;
+  if (begin == end)
+    return;
+  step->set->linear_f16(IQK_MEMREF_ARGS((uint16_t *)step->weights, step->n * step->d),
+                        IQK_MEMREF_ARGS((float *)step->x, step->m * step->n),
+                        IQK_MEMREF_ARGS(step->y, step->m * step->n), step->n, step->d, step->m,
+                        begin, end);
+}
+
+void iq_f16_linear_blocks(const uint16_t *weights, int64_t n, int64_t blocks, const float *x,
+                          int64_t m, float *y) {
+  if (blocks < 1 || n % blocks != 0) {
+    snprintf(pending_error, sizeof pending_error,
+             "iq_f16_linear_blocks: %lld blocks do not divide the size %lld", (long long)blocks,
+             (long long)n);
+    has_error = true;
+    return;
+  }
+  const iqk_kernel_set_t *set = iqk_selected_set();
+  if (!set) {
+    record_error("iq_f16_linear_blocks");
+    return;
+  }
+  half_step_t step = {.set = set, .weights = weights, .x = x, .y = y, .n = n, .d = n / blocks,
+                      .m = m};
+  int threads = n * step.d * m < IQK_PARALLEL_MIN_WORK ? 1 : iqk_num_threads();
+  if (n < threads)
+    threads = (int)n;
+  pthread_mutex_lock(&kernel_lock);
+  iqk_parallel_run(threads, run_half_part, &step);
+  pthread_mutex_unlock(&kernel_lock);
+}
+
 void iq_int4_attention(void *cache, const float *q, const float *k, const float *v,
                        const int64_t *positions, int64_t tokens, int64_t heads, float k_clip,
                        float v_clip, int64_t v_group_range, float *out) {

@@ -31,6 +31,12 @@ typedef void iqk_gemv_heads_fn(IQK_MEMREF(uint8_t), IQK_MEMREF(int32_t), IQK_MEM
                                int64_t slices, int64_t slice_blocks, int64_t slice_bytes,
                                int64_t n, int64_t group_begin, int64_t group_end,
                                float correction);
+/* iqk_<isa>_linear_f16(w, x, y, n, d, m, row_begin, row_end): rows
+ * [row_begin, row_end) of a block-diagonal float16 linear with [d, d]
+ * blocks for m tokens (Int4HalfLinear.c). */
+typedef void iqk_linear_f16_fn(IQK_MEMREF(uint16_t), IQK_MEMREF(float), IQK_MEMREF(float),
+                               int64_t n, int64_t d, int64_t m, int64_t row_begin,
+                               int64_t row_end);
 /* iqk_<isa>_gemm(..., partial, blocks, K, n, m, group_begin, group_end,
  * panel_begin, panel_end): weight groups [group_begin, group_end) against
  * activation panels [panel_begin, panel_end). partial keeps
@@ -92,6 +98,7 @@ typedef struct iqk_kernel_set {
   iqk_gemv_fn *gemv;
   iqk_gemv_fn *gemv2;
   iqk_gemv_heads_fn *gemv_heads;
+  iqk_linear_f16_fn *linear_f16;
   iqk_gemm_fn *gemm;
   iqk_quantize_fn *quantize[IQK_QUANTIZER_COUNT];
   iqk_kv_append_fn *kv_append;

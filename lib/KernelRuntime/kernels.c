@@ -36,6 +36,7 @@ const char *iqk_last_error(void) { return last_error; }
 #define DECLARE_KERNELS(isa)                                                                      \
   iqk_gemv_fn iqk_##isa##_gemv, iqk_##isa##_gemv2;                                               \
   iqk_gemv_heads_fn iqk_##isa##_gemv_heads;                                                       \
+  iqk_linear_f16_fn iqk_##isa##_linear_f16;                                                       \
   iqk_gemm_fn iqk_##isa##_gemm;                                                                   \
   iqk_quantize_fn iqk_##isa##_quantize, iqk_##isa##_quantize_h1, iqk_##isa##_quantize_h172,      \
       iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,            \
@@ -47,7 +48,8 @@ const char *iqk_last_error(void) { return last_error; }
 
 #define KERNEL_SET(isa)                                                                           \
   {                                                                                               \
-    #isa, iqk_##isa##_gemv, iqk_##isa##_gemv2, iqk_##isa##_gemv_heads, iqk_##isa##_gemm, {        \
+    #isa, iqk_##isa##_gemv, iqk_##isa##_gemv2, iqk_##isa##_gemv_heads,                           \
+        iqk_##isa##_linear_f16, iqk_##isa##_gemm, {                                               \
       iqk_##isa##_quantize, iqk_##isa##_quantize_h1, iqk_##isa##_quantize_h172,                  \
           iqk_##isa##_quantize_h156, iqk_##isa##_quantize_h140, iqk_##isa##_quantize_h108,        \
           iqk_##isa##_quantize_h60, iqk_##isa##_quantize_h52, iqk_##isa##_quantize_h36,           \

@@ -10,8 +10,9 @@
  * works; the lowering runs the linear on the kernels when the attribute is
  * there. The o_proj input, quantized per head group, gets the grouped
  * layout, and an lm_head with 8-bit weights and inputs (iq-quantize's
- * lm-head=w8a8) the 8-bit layout, named BASE.int8. Other linears are left
- * alone. */
+ * lm-head=w8a8) the 8-bit layout, named BASE.int8. A float16 linear that
+ * is not quantized (a residual converter) gets its diagonal blocks packed
+ * as BASE.blocks. Other linears are left alone. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -322,6 +323,83 @@ static bool pack_linear(MlirOperation module, MlirOperation linear, iq_error_t *
   return true;
 }
 
+/* The largest block count b (dividing n) for which every entry of the
+ * [n, n] matrix `values` outside its b diagonal blocks is zero. */
+static int64_t diagonal_blocks(const double *values, int64_t n) {
+  for (int64_t blocks = n; blocks > 1; --blocks) {
+    if (n % blocks != 0)
+      continue;
+    int64_t d = n / blocks;
+    bool diagonal = true;
+    for (int64_t r = 0; diagonal && r < n; ++r)
+      for (int64_t c = 0; diagonal && c < n; ++c)
+        diagonal = values[r * n + c] == 0.0 || r / d == c / d;
+    if (diagonal)
+      return blocks;
+  }
+  return 1;
+}
+
+/* A float16 [n, n] linear that is not quantized (iq-rotate's residual
+ * converters with converters=f16): its diagonal blocks are stored as an
+ * f16 tensor BASE.blocks, named in the linear's iq.f16_blocks attribute,
+ * so the lowering runs it on the kernel threads and skips the zero
+ * blocks. */
+static bool pack_half_linear(MlirOperation module, MlirOperation linear, iq_error_t **error) {
+  if (!llama_is(linear, "linear") || mlirOperationGetNumOperands(linear) != 2)
+    return true;
+  MlirOperation weight = owner_of(linear, 1);
+  if (!llama_is(weight, "weight") || bool_attribute(weight, "transposed") ||
+      llama_is(owner_of(linear, 0), "dequantize"))
+    return true;
+  MlirType type = mlirValueGetType(mlirOperationGetResult(weight, 0));
+  if (!mlirTypeIsARankedTensor(type) || mlirShapedTypeGetRank(type) != 2 ||
+      !mlirTypeIsAF16(mlirShapedTypeGetElementType(type)))
+    return true;
+  int64_t n = mlirShapedTypeGetDimSize(type, 0);
+  if (n < 1 || mlirShapedTypeGetDimSize(type, 1) != n)
+    return true;
+  char name[512], packed_name[540];
+  if (!weight_name(weight, name, sizeof name))
+    return iq_error_set(error, NULL, NULL, NULL, "an iq.weight op has no name");
+  double *values = malloc((size_t)(n * n) * sizeof *values);
+  if (!values)
+    return iq_error_set(error, NULL, name, NULL, "out of memory");
+  if (!iq_overlay_read(module, name, false, n, n, values, error)) {
+    free(values);
+    return false;
+  }
+  int64_t blocks = diagonal_blocks(values, n), d = n / blocks;
+  /* The blocks keep the float16 values exactly: each value read from a
+   * float16 tensor converts back without rounding. */
+  for (int64_t j = 0; j < blocks; ++j)
+    for (int64_t c = 0; c < d; ++c)
+      memmove(values + (j * d + c) * d, values + (j * d + c) * n + j * d,
+              (size_t)d * sizeof *values);
+  snprintf(packed_name, sizeof packed_name, "%s.blocks", name);
+  int64_t elements = iq_f16_blocks_elements(n, blocks);
+  bool ok = iq_overlay_put_f16(packed_name, 1, &elements, values, error);
+  free(values);
+  if (!ok)
+    return false;
+
+  MlirContext context = mlirOperationGetContext(linear);
+  iq_builder_t builder = {.context = context, .block = mlirOperationGetBlock(linear),
+                          .before = linear};
+  MlirType packed_type = iq_tensor_type(context, 1, &elements, mlirF16TypeGet(context));
+  MlirNamedAttribute attributes[2] = {
+      iq_named(context, "name", iq_string_attr(context, packed_name)),
+      iq_named(context, "transposed", iq_bool_attr(context, false)),
+  };
+  MlirOperation packed = iq_build(&builder, "iq.weight", mlirOperationGetLocation(linear), 0,
+                                  NULL, 1, &packed_type, 2, attributes);
+  if (mlirOperationIsNull(packed))
+    return iq_error_set(error, NULL, packed_name, NULL, "cannot create the iq.weight op");
+  mlirOperationSetAttributeByName(linear, mlirStringRefCreateFromCString(IQ_F16_BLOCKS_ATTRIBUTE),
+                                  iq_string_attr(context, packed_name));
+  return true;
+}
+
 static bool run_pack_int4(MlirOperation op, const iq_pass_options_t *options) {
   (void)options;
   llama_graph_t graph;
@@ -344,6 +422,12 @@ static bool run_pack_int4(MlirOperation op, const iq_pass_options_t *options) {
   if (ok) {
     where = graph.lm_head;
     ok = pack_linear(op, graph.lm_head, &error);
+  }
+  MlirBlock body = mlirRegionGetFirstBlock(mlirOperationGetRegion(graph.function, 0));
+  for (MlirOperation linear = mlirBlockGetFirstOperation(body);
+       ok && !mlirOperationIsNull(linear); linear = mlirOperationGetNextInBlock(linear)) {
+    where = linear;
+    ok = pack_half_linear(op, linear, &error);
   }
   llama_graph_free(&graph);
   return ok || llama_emit_error(where, PASS, error);

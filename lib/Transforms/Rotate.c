@@ -277,6 +277,7 @@ static bool build_plan(const llama_graph_t *graph, const char *method, int64_t b
 typedef struct rewrite {
   MlirOperation module;
   const llama_graph_t *graph;
+  bool half_converters; /* converters=f16 */
   iq_error_t *error;
   MlirOperation where; /* the op an error is reported on */
 } rewrite_t;
@@ -388,12 +389,15 @@ static bool insert_converter(rewrite_t *r, MlirOperation add, intptr_t index, do
   MlirValue input = mlirOperationGetOperand(add, index);
   iq_builder_t builder = {.context = context, .block = mlirOperationGetBlock(add), .before = add};
   MlirType weight_type =
-      iq_tensor_type(context, 2, (int64_t[]){hidden, hidden}, mlirF32TypeGet(context));
+      iq_tensor_type(context, 2, (int64_t[]){hidden, hidden},
+                     r->half_converters ? mlirF16TypeGet(context) : mlirF32TypeGet(context));
   MlirNamedAttribute attributes[2] = {
       iq_named(context, "name", iq_string_attr(context, name)),
       iq_named(context, "transposed", iq_bool_attr(context, false)),
   };
-  bool ok = iq_overlay_put_f32(name, 2, (int64_t[]){hidden, hidden}, weight, &r->error);
+  bool ok = r->half_converters
+                ? iq_overlay_put_f16(name, 2, (int64_t[]){hidden, hidden}, weight, &r->error)
+                : iq_overlay_put_f32(name, 2, (int64_t[]){hidden, hidden}, weight, &r->error);
   free(weight);
   if (!ok)
     return false;
@@ -464,6 +468,7 @@ static bool rewrite_layer(rewrite_t *r, const rotation_plan_t *plan, int64_t i) 
 }
 
 static const char *const method_choices[] = {"quarot", "infoquant", "random", NULL};
+static const char *const converter_choices[] = {"f32", "f16", NULL};
 
 static const iq_pass_option_info_t rotate_options[] = {
     {"method", IQ_OPTION_ENUM, "quarot",
@@ -478,6 +483,10 @@ static const iq_pass_option_info_t rotate_options[] = {
      "[head_dim, head_dim] (method=infoquant)",
      NULL, 1, 0},
     {"seed", IQ_OPTION_INT, "0", "seed of the random signs and matrices", NULL, 0, 9.0e15},
+    {"converters", IQ_OPTION_ENUM, "f32",
+     "element type of the residual converters: f32, or f16 (half the bytes, relative error "
+     "about 2^-12 per entry; InfoQuant keeps them in 16 bits)",
+     converter_choices, 1, 0},
 };
 
 static bool run_rotate(MlirOperation op, const iq_pass_options_t *options) {
@@ -486,7 +495,10 @@ static bool run_rotate(MlirOperation op, const iq_pass_options_t *options) {
     llama_graph_free(&graph);
     return false;
   }
-  rewrite_t r = {.module = op, .graph = &graph, .where = graph.function};
+  rewrite_t r = {.module = op,
+                 .graph = &graph,
+                 .where = graph.function,
+                 .half_converters = strcmp(iq_pass_option_string(options, "converters"), "f16") == 0};
   rotation_plan_t plan = {0};
   int64_t blocks = iq_pass_option_int(options, "block-diag");
   const char *method = iq_pass_option_string(options, "method");

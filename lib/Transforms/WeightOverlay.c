@@ -92,6 +92,45 @@ bool iq_overlay_put_f32(const char *name, uint32_t rank, const int64_t *dims, co
   return ok;
 }
 
+/* The IEEE binary16 value nearest to `value`, ties to even (the current
+ * rounding mode of nearbyint, which is the default one). */
+static uint16_t double_to_half(double value) {
+  uint16_t sign = signbit(value) ? 0x8000 : 0;
+  double magnitude = fabs(value);
+  if (isnan(value))
+    return sign | 0x7e00;
+  if (magnitude >= 65520.0) /* rounds past the largest finite half, 65504 */
+    return sign | 0x7c00;
+  if (magnitude < 0x1p-14) /* subnormal: a count of 2^-24; 1024 is the smallest normal */
+    return sign | (uint16_t)nearbyint(magnitude * 0x1p24);
+  int exponent;
+  frexp(magnitude, &exponent); /* magnitude = f * 2^exponent, f in [0.5, 1) */
+  double significand = nearbyint(ldexp(magnitude, 11 - exponent)); /* 1024 .. 2048 */
+  int biased = exponent - 1 + 15;
+  if (significand >= 2048.0) {
+    significand /= 2.0;
+    biased++;
+  }
+  if (biased >= 31)
+    return sign | 0x7c00;
+  return sign | (uint16_t)(biased << 10) | ((uint16_t)significand & 0x3ff);
+}
+
+bool iq_overlay_put_f16(const char *name, uint32_t rank, const int64_t *dims, const double *values,
+                        iq_error_t **error) {
+  uint64_t count = 1;
+  for (uint32_t i = 0; i < rank; ++i)
+    count *= (uint64_t)dims[i];
+  uint16_t *data = malloc(count * sizeof *data + 1);
+  if (!data)
+    return iq_error_set(error, NULL, name, NULL, "out of memory");
+  for (uint64_t i = 0; i < count; ++i)
+    data[i] = double_to_half(values[i]);
+  bool ok = iq_overlay_put(name, IQ_DTYPE_F16, rank, dims, data, count * sizeof *data, error);
+  free(data);
+  return ok;
+}
+
 bool iq_overlay_pending(void) { return num_tensors > 0; }
 
 void iq_overlay_reset(void) {

@@ -628,9 +628,13 @@ static bool fold_rotations(MlirContext context, MlirOperation root, const option
   char quoted[4200], pipeline[4600];
   if (!quote_path(rotations_path, quoted, sizeof quoted, error))
     return false;
+  /* A quantized model keeps its residual converters in 16 bits, as
+   * InfoQuant does; the float model keeps float32 ones, so it computes the
+   * imported model's function to float32 rounding. */
   snprintf(pipeline, sizeof pipeline,
-           "builtin.module(iq-rotate{method=infoquant block-diag=%zu rotations=%s})",
-           o->psot.block_diag, quoted);
+           "builtin.module(iq-rotate{method=infoquant block-diag=%zu rotations=%s "
+           "converters=%s})",
+           o->psot.block_diag, quoted, strcmp(o->quant, "none") != 0 ? "f16" : "f32");
   if (!run_pipeline(context, root, pipeline, error) || !iq_verify(root))
     return false;
   stage_done(clock, "rotation");

@@ -339,6 +339,85 @@ static void run_grouped_case(const char *set, grouped_case_t *c, int64_t m, int 
   free(y);
 }
 
+/* iq_f16_linear_blocks, the block-diagonal float16 linear of the
+ * residual converters: within 1e-5 of a double-precision reference, and
+ * the same bits on every kernel set, thread count and target (a printed
+ * FNV-1a hash). Blocks of 75 leave a tail after the 64 vector columns;
+ * 2 blocks of 300 are enough work for the threads. */
+typedef struct half_case {
+  int64_t n, blocks, m;
+  uint16_t *weights;
+  float *x, *expected;
+  uint32_t first_hash;
+} half_case_t;
+
+static void half_case_build(half_case_t *c, int64_t n, int64_t blocks, int64_t m) {
+  uint64_t state = 0x853c49e6748fea9bu;
+  int64_t d = n / blocks;
+  *c = (half_case_t){.n = n, .blocks = blocks, .m = m};
+  c->weights = malloc((size_t)(n * d) * sizeof *c->weights);
+  c->x = malloc((size_t)(m * n) * sizeof(float));
+  c->expected = malloc((size_t)(m * n) * sizeof(float));
+  /* Normal float16 values: sign, exponent 10..19 (2^-5 .. 2^4), random
+   * mantissa; their float values follow from the bits. */
+  double *w = malloc((size_t)(n * d) * sizeof *w);
+  for (int64_t i = 0; i < n * d; ++i) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    uint16_t bits = (uint16_t)(((state >> 63) << 15) | ((10 + (state >> 40) % 10) << 10) |
+                               ((state >> 20) & 0x3ff));
+    c->weights[i] = bits;
+    w[i] = ldexp((double)(1024 + (bits & 0x3ff)), ((bits >> 10) & 0x1f) - 25) *
+           ((bits & 0x8000) ? -1.0 : 1.0);
+  }
+  for (int64_t i = 0; i < m * n; ++i) {
+    state = state * 6364136223846793005u + 1442695040888963407u;
+    c->x[i] = (float)((int64_t)(state >> 44) - 524288) / 65536.0f;
+  }
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t r = 0; r < n; ++r) {
+      double sum = 0.0;
+      for (int64_t a = 0; a < d; ++a)
+        sum += w[r * d + a] * (double)c->x[t * n + r / d * d + a];
+      c->expected[t * n + r] = (float)sum;
+    }
+  free(w);
+}
+
+static void run_half_case(const char *set, half_case_t *c, int threads) {
+  int64_t count = c->m * c->n;
+  float *y = malloc((size_t)count * sizeof(float));
+  iq_f16_linear_blocks(c->weights, c->n, c->blocks, c->x, c->m, y);
+  const char *error = iq_int4_take_error();
+  char detail[256] = "", name[64];
+  snprintf(name, sizeof name, "f16_blocks_n%lld_b%lld_m%lld", (long long)c->n,
+           (long long)c->blocks, (long long)c->m);
+  bool ok = error == NULL;
+  if (!ok)
+    snprintf(detail, sizeof detail, "%s", error);
+  float largest = 0.0f;
+  for (int64_t i = 0; i < count; ++i)
+    largest = fmaxf(largest, fabsf(c->expected[i]));
+  for (int64_t i = 0; ok && i < count; ++i)
+    if (!(fabsf(y[i] - c->expected[i]) <= 1e-5f * largest)) {
+      snprintf(detail, sizeof detail, "y[%lld][%lld] = %.9g, expected %.9g",
+               (long long)(i / c->n), (long long)(i % c->n), y[i], c->expected[i]);
+      ok = false;
+    }
+  if (ok) {
+    uint32_t hash = fnv1a(y, (size_t)count * sizeof(float));
+    if (c->first_hash == 0) {
+      c->first_hash = hash;
+      printf("%s hash %08x\n", name, hash);
+    } else if (hash != c->first_hash) {
+      snprintf(detail, sizeof detail, "hash %08x differs from the first set's %08x", hash,
+               c->first_hash);
+      ok = false;
+    }
+  }
+  report(set, name, threads, ok, detail);
+  free(y);
+}
+
 /* iqk_activations_quantize followed by the matmul equals the reference
  * quantizer followed by the reference matmul. */
 static void run_quantize_case(const char *set, int64_t m, int64_t n, int64_t k) {
@@ -395,6 +474,10 @@ int main(int argc, char **argv) {
     grouped_case_build(&grouped[i], 149, group_sizes[i], 9, 1);
     grouped_case_build(&grouped_tokens[i], 149, group_sizes[i], 9, 3);
   }
+  half_case_t half[3];
+  half_case_build(&half[0], 150, 2, 1);
+  half_case_build(&half[1], 150, 2, 3);
+  half_case_build(&half[2], 600, 2, 1);
   if (argc < 2) {
     fprintf(stderr, "usage: kernel_test SET...\n");
     return 2;
@@ -425,6 +508,8 @@ int main(int argc, char **argv) {
         run_grouped_case(set, &grouped[i], 1, threads);
         run_grouped_case(set, &grouped_tokens[i], 3, threads);
       }
+      for (int i = 0; i < 3; ++i)
+        run_half_case(set, &half[i], threads);
     }
     iqk_set_num_threads(2);
     run_quantize_case(set, 1, 9, 100);
