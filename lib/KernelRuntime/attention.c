@@ -93,6 +93,9 @@ typedef struct cache_task {
       IQK_MEMREF_ARGS(c->v_scale, c->kv_heads * c->capacity),                                     \
       IQK_MEMREF_ARGS(c->v_zero, c->kv_heads * c->capacity)
 
+/* K and V values per append below which one thread quantizes them all. */
+#define APPEND_PARALLEL_MIN_VALUES 4096
+
 static void run_append_part(void *context, int part, int parts) {
   const cache_task_t *task = context;
   const iqk_kv_cache_t *c = task->cache;
@@ -126,6 +129,10 @@ int iqk_kv_cache_append(iqk_kv_cache_t *cache, int64_t tokens, const float *k, c
     return iqk_fail("cannot append %lld positions to a KV cache holding %lld of %lld",
                     (long long)tokens, (long long)cache->length, (long long)cache->capacity);
   int threads = iqk_num_threads() < cache->kv_heads ? iqk_num_threads() : (int)cache->kv_heads;
+  /* A decode step appends a few hundred values, less than a wake-up of
+   * the pool costs. */
+  if (tokens * cache->kv_heads * cache->head_dim < APPEND_PARALLEL_MIN_VALUES)
+    threads = 1;
   cache_task_t task = {.set = set, .cache = cache, .k = k, .v = v, .tokens = tokens,
                        .work_per_part = (size_t)cache->head_dim};
   task.work = malloc((size_t)threads * task.work_per_part * sizeof(float));
