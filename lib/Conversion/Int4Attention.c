@@ -12,6 +12,7 @@
  * All float loops run in index order without fast-math flags, so a scalar
  * C loop nest in the same order gives the same bits (the tests have one). */
 #include "Int4KernelsInternal.h"
+#include "Kernels.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -330,6 +331,8 @@ void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa) {
       "          %%slot = arith.addi %%g_slots, %%j : index\n"
       "          %%kbase = arith.muli %%slot, %%half : index\n");
   emit_score_dot(t);
+  char exp_text[4096];
+  iq_exp_f32_text(exp_text, sizeof exp_text, "          ", "e", "shifted");
   iq_text_printf(
       t,
       "          %%ks = memref.load %%k_scale[%%slot] : memref<?xf32>\n"
@@ -348,7 +351,7 @@ void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa) {
       "          %%wi = arith.addi %%hd, %%j : index\n"
       "          %%score = memref.load %%work[%%wi] : memref<?xf32>\n"
       "          %%shifted = arith.subf %%score, %%max : f32\n"
-      "          %%e = math.exp %%shifted : f32\n"
+      "%s"
       "          memref.store %%e, %%work[%%wi] : memref<?xf32>\n"
       "          %%next = arith.addf %%acc, %%e : f32\n"
       "          scf.yield %%next : f32\n"
@@ -425,5 +428,5 @@ void iq_int4_emit_attention(iq_text_t *t, const iq_int4_isa_t *isa) {
       "      }\n"
       "    }\n"
       "    return\n"
-      "  }\n");
+      "  }\n", exp_text);
 }

@@ -365,16 +365,68 @@ static void elementwise(iq_text_t *text, const char *name, int64_t width, const 
                  row_type, body, row_type);
 }
 
+void iq_exp_f32_text(char *out, size_t size, const char *indent, const char *prefix,
+                     const char *x) {
+  const char *p = prefix, *in = indent;
+  snprintf(out, size,
+           "%s%%%s_hi = arith.constant 88.0 : f32\n"
+           "%s%%%s_lo = arith.constant -87.0 : f32\n"
+           "%s%%%s_x1 = arith.minnumf %%%s, %%%s_hi : f32\n"
+           "%s%%%s_x = arith.maxnumf %%%s_x1, %%%s_lo : f32\n"
+           "%s%%%s_log2e = arith.constant 1.44269504088896341 : f32\n"
+           "%s%%%s_half = arith.constant 0.5 : f32\n"
+           "%s%%%s_t = arith.mulf %%%s_x, %%%s_log2e : f32\n"
+           "%s%%%s_t1 = arith.addf %%%s_t, %%%s_half : f32\n"
+           "%s%%%s_n = math.floor %%%s_t1 : f32\n"
+           "%s%%%s_c1 = arith.constant -0.693359375 : f32\n"
+           "%s%%%s_c2 = arith.constant 2.12194440e-4 : f32\n"
+           "%s%%%s_r1 = math.fma %%%s_n, %%%s_c1, %%%s_x : f32\n"
+           "%s%%%s_r = math.fma %%%s_n, %%%s_c2, %%%s_r1 : f32\n"
+           "%s%%%s_z = arith.mulf %%%s_r, %%%s_r : f32\n"
+           "%s%%%s_k0 = arith.constant 1.9875691500e-4 : f32\n"
+           "%s%%%s_k1 = arith.constant 1.3981999507e-3 : f32\n"
+           "%s%%%s_k2 = arith.constant 8.3334519073e-3 : f32\n"
+           "%s%%%s_k3 = arith.constant 4.1665795894e-2 : f32\n"
+           "%s%%%s_k4 = arith.constant 1.6666665459e-1 : f32\n"
+           "%s%%%s_k5 = arith.constant 5.0000001201e-1 : f32\n"
+           "%s%%%s_p1 = math.fma %%%s_k0, %%%s_r, %%%s_k1 : f32\n"
+           "%s%%%s_p2 = math.fma %%%s_p1, %%%s_r, %%%s_k2 : f32\n"
+           "%s%%%s_p3 = math.fma %%%s_p2, %%%s_r, %%%s_k3 : f32\n"
+           "%s%%%s_p4 = math.fma %%%s_p3, %%%s_r, %%%s_k4 : f32\n"
+           "%s%%%s_p5 = math.fma %%%s_p4, %%%s_r, %%%s_k5 : f32\n"
+           "%s%%%s_y1 = math.fma %%%s_p5, %%%s_z, %%%s_r : f32\n"
+           "%s%%%s_one = arith.constant 1.0 : f32\n"
+           "%s%%%s_y = arith.addf %%%s_y1, %%%s_one : f32\n"
+           "%s%%%s_ni = arith.fptosi %%%s_n : f32 to i32\n"
+           "%s%%%s_bias = arith.constant 127 : i32\n"
+           "%s%%%s_e = arith.addi %%%s_ni, %%%s_bias : i32\n"
+           "%s%%%s_shift = arith.constant 23 : i32\n"
+           "%s%%%s_bits = arith.shli %%%s_e, %%%s_shift : i32\n"
+           "%s%%%s_scale = arith.bitcast %%%s_bits : i32 to f32\n"
+           "%s%%%s = arith.mulf %%%s_y, %%%s_scale : f32\n",
+           in, p, in, p, in, p, x, p, in, p, p, p, in, p, in, p, in, p, p, p, in, p, p, p, in, p,
+           p, in, p, in, p, in, p, p, p, p, in, p, p, p, p, in, p, p, p, in, p, in, p, in, p, in,
+           p, in, p, in, p, in, p, p, p, p, in, p, p, p, p, in, p, p, p, p, in, p, p, p, p, in, p,
+           p, p, p, in, p, p, p, p, in, p, in, p, p, p, in, p, p, in, p, in, p, p, p, in, p, in, p,
+           p, p, in, p, p, in, p, p, p);
+}
+
 void iq_kernel_silu_mul(iq_text_t *text, iq_kernel_set_t *set, int64_t width, char *name) {
   snprintf(name, IQ_KERNEL_NAME_SIZE, "iq_silu_mul_%lld", (long long)width);
   if (!iq_kernel_claim(set, name, text))
     return;
-  elementwise(text, name, width,
-              "        %neg = arith.negf %x : f32\n"
-              "        %e = math.exp %neg : f32\n"
-              "        %d = arith.addf %one, %e : f32\n"
-              "        %s = arith.divf %x, %d : f32\n"
-              "        %r = arith.mulf %s, %z : f32\n");
+  /* exp through iq_exp_f32_text, which LLVM vectorizes (math.exp becomes
+   * a call of libm's expf per value). */
+  char exp_text[4096], body[4600];
+  iq_exp_f32_text(exp_text, sizeof exp_text, "        ", "e", "neg");
+  snprintf(body, sizeof body,
+           "        %%neg = arith.negf %%x : f32\n"
+           "%s"
+           "        %%d = arith.addf %%one, %%e : f32\n"
+           "        %%s = arith.divf %%x, %%d : f32\n"
+           "        %%r = arith.mulf %%s, %%z : f32\n",
+           exp_text);
+  elementwise(text, name, width, body);
 }
 
 void iq_kernel_add(iq_text_t *text, iq_kernel_set_t *set, int64_t width, char *name) {

@@ -27,6 +27,16 @@ void iq_kernel_set_free(iq_kernel_set_t *set);
  * that name was already emitted or memory ran out (then text->failed). */
 bool iq_kernel_claim(iq_kernel_set_t *set, const char *name, iq_text_t *text);
 
+/* Writes to `out` MLIR lines (each starting with `indent`) that compute
+ * %<prefix> = exp(%<x>) for an f32 %<x>: x clamped to [-87, 88], n =
+ * floor(x log2(e) + 0.5), r = x - n ln(2) in two fma steps, Cephes'
+ * degree-5 polynomial for exp(r) (S. L. Moshier, Cephes Math Library,
+ * expf.c), times 2^n built from the exponent bits. Every step is an
+ * explicit fma or a single rounding, so all targets give the same bits,
+ * within 2 ulp of expf; with no library call, loops of it vectorize. */
+void iq_exp_f32_text(char *out, size_t size, const char *indent, const char *prefix,
+                     const char *x);
+
 /* table [vocab, hidden] of `weight_type`; ids [1, T] i64 -> [1, T, hidden]. */
 void iq_kernel_embedding(iq_text_t *text, iq_kernel_set_t *set, int64_t vocab, int64_t hidden,
                          const char *weight_type, char *name);

@@ -5,6 +5,29 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* exp as the generated kernels compute it (iq_exp_f32_text in
+ * lib/Conversion/Kernels.c): Cephes' expf polynomial with explicit fma
+ * steps, so the result is the same bits. */
+static float reference_exp(float x) {
+  x = fminf(x, 88.0f);
+  x = fmaxf(x, -87.0f);
+  float n = floorf(x * 1.44269504088896341f + 0.5f);
+  float r = fmaf(n, -0.693359375f, x);
+  r = fmaf(n, 2.12194440e-4f, r);
+  float z = r * r;
+  float p = fmaf(1.9875691500e-4f, r, 1.3981999507e-3f);
+  p = fmaf(p, r, 8.3334519073e-3f);
+  p = fmaf(p, r, 4.1665795894e-2f);
+  p = fmaf(p, r, 1.6666665459e-1f);
+  p = fmaf(p, r, 5.0000001201e-1f);
+  float y = fmaf(p, z, r) + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return y * scale;
+}
 
 void reference_matmul(int64_t m, int64_t n, int64_t k, const uint8_t *a, const uint8_t *za,
                       const float *sa, const uint8_t *w, const uint8_t *zw, const float *sw,
@@ -154,7 +177,7 @@ void reference_attention(const reference_cache_t *c, int64_t tokens, int64_t hea
       }
       float denominator = 0.0f;
       for (int64_t j = 0; j < keys; ++j) {
-        float e = expf(work[hd + j] - best);
+        float e = reference_exp(work[hd + j] - best);
         work[hd + j] = e;
         denominator += e;
       }
