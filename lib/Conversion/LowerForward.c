@@ -646,7 +646,7 @@ static bool resolve_int4_linear(lowering_t *l, MlirOperation op, int4_linear_t *
   return true;
 }
 
-/* The most linears one iq_int4_linear_fused call runs. */
+/* The maximum number of linears of one iq_int4_linear_fused call. */
 #define INT4_FUSED_MAX 3
 
 /* Collects into `ops` the linears (op first, at most INT4_FUSED_MAX) that
@@ -672,7 +672,7 @@ static int int4_siblings(lowering_t *l, MlirOperation op, MlirOperation *ops) {
  * runtime (iq/int4_model.h), which quantizes the rows at run time and runs
  * the integer matrix multiply on the packed weights. A 4-bit per-token
  * input (after the fused Hadamard transform) calls iq_int4_linear, or
- * iq_int4_linear_fused together with the other linears of that input; a
+ * iq_int4_linear_fused together with the other linears of that input. A
  * 4-bit per-group input calls iq_int4_linear_grouped, and an 8-bit
  * per-token input with 8-bit weights iq_int8_linear. */
 static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits) {
