@@ -97,12 +97,25 @@ void iq_kernel_rms_norm(iq_text_t *text, iq_kernel_set_t *set, int64_t width, do
                  "    %%count = arith.constant %lld.0 : f32\n"
                  "    %%epsilon = arith.constant %.9e : f32\n"
                  "    %%tokens = memref.dim %%x, %%c1 : %s\n"
+                 "    %%width16 = arith.constant %lld : index\n"
+                 "    %%c16 = arith.constant 16 : index\n"
+                 "    %%zero16 = arith.constant dense<0.0> : vector<16xf32>\n"
                  "    scf.for %%t = %%c0 to %%tokens step %%c1 {\n"
-                 "      %%squares = scf.for %%h = %%c0 to %%width step %%c1 "
-                 "iter_args(%%sum = %%zero) -> (f32) {\n"
+                 /* The squares in 16 lanes, the lanes summed in order, then
+                  * the tail: the same order on every target. */
+                 "      %%lanes = scf.for %%h = %%c0 to %%width16 step %%c16 "
+                 "iter_args(%%acc = %%zero16) -> (vector<16xf32>) {\n"
+                 "        %%v16 = vector.load %%x[%%c0, %%t, %%h] : %s, vector<16xf32>\n"
+                 "        %%sq16 = arith.mulf %%v16, %%v16 : vector<16xf32>\n"
+                 "        %%acc_next = arith.addf %%acc, %%sq16 : vector<16xf32>\n"
+                 "        scf.yield %%acc_next : vector<16xf32>\n"
+                 "      }\n"
+                 "      %%lane_sum = vector.reduction <add>, %%lanes : vector<16xf32> into f32\n"
+                 "      %%squares = scf.for %%h = %%width16 to %%width step %%c1 "
+                 "iter_args(%%sum = %%lane_sum) -> (f32) {\n"
                  "        %%v = memref.load %%x[%%c0, %%t, %%h] : %s\n"
-                 "        %%v2 = arith.mulf %%v, %%v fastmath<fast> : f32\n"
-                 "        %%next = arith.addf %%sum, %%v2 fastmath<fast> : f32\n"
+                 "        %%v2 = arith.mulf %%v, %%v : f32\n"
+                 "        %%next = arith.addf %%sum, %%v2 : f32\n"
                  "        scf.yield %%next : f32\n"
                  "      }\n"
                  "      %%mean = arith.divf %%squares, %%count : f32\n"
@@ -114,7 +127,7 @@ void iq_kernel_rms_norm(iq_text_t *text, iq_kernel_set_t *set, int64_t width, do
                  "        %%v = memref.load %%x[%%c0, %%t, %%h] : %s\n"
                  "        %%n = arith.mulf %%v, %%inverse : f32\n",
                  row_type, prologue, (long long)width, (long long)width, epsilon, row_type,
-                 row_type, row_type);
+                 (long long)(width - width % 16), row_type, row_type, row_type);
   if (gain_type) {
     load_f32(text, "%g", "%gain[%h]", gain_memref, gain_type);
     iq_text_printf(text, "        %%o = arith.mulf %%n, %%g : f32\n");
@@ -223,8 +236,13 @@ void iq_kernel_rope(iq_text_t *text, iq_kernel_set_t *set, int64_t width, int64_
       "      scf.for %%i = %%c0 to %%half step %%c1 {\n"
       "        %%frequency = memref.load %%table[%%i] : %s\n"
       "        %%angle = arith.mulf %%p, %%frequency : f32\n"
-      "        %%cos = math.cos %%angle : f32\n"
-      "        %%sin = math.sin %%angle : f32\n"
+      /* cos and sin in double, rounded to float: the float functions of
+       * the C libraries round differently on x86-64 and AArch64. */
+      "        %%angle64 = arith.extf %%angle : f32 to f64\n"
+      "        %%cos64 = math.cos %%angle64 : f64\n"
+      "        %%sin64 = math.sin %%angle64 : f64\n"
+      "        %%cos = arith.truncf %%cos64 : f64 to f32\n"
+      "        %%sin = arith.truncf %%sin64 : f64 to f32\n"
       "        scf.for %%h = %%c0 to %%heads step %%c1 {\n"
       "          %%base = arith.muli %%h, %%head_dim : index\n",
       name, row_type, row_type, prologue, (long long)(width / head_dim), (long long)half,
@@ -296,6 +314,9 @@ void iq_kernel_attention(iq_text_t *text, iq_kernel_set_t *set, int64_t heads, i
       "          memref.store %%vv, %%v_cache[%%c0, %%kh, %%p, %%d] : %s\n"
       "        }\n      }\n    }\n",
       kv_type, kv_type, cache_type, cache_type);
+  /* exp as in the int4 attention, so both paths round it alike. */
+  char exp_text[4096];
+  iq_exp_f32_text(exp_text, sizeof exp_text, "          ", "weight", "shifted");
   iq_text_printf(
       text,
       "    %%scores = memref.alloc(%%capacity) : memref<?xf32>\n"
@@ -323,7 +344,7 @@ void iq_kernel_attention(iq_text_t *text, iq_kernel_set_t *set, int64_t heads, i
       "        %%total = scf.for %%j = %%c0 to %%length step %%c1 iter_args(%%sum = %%zero) -> (f32) {\n"
       "          %%score = memref.load %%scores[%%j] : memref<?xf32>\n"
       "          %%shifted = arith.subf %%score, %%max : f32\n"
-      "          %%weight = math.exp %%shifted : f32\n"
+      "%s"
       "          memref.store %%weight, %%scores[%%j] : memref<?xf32>\n"
       "          %%next = arith.addf %%sum, %%weight : f32\n"
       "          scf.yield %%next : f32\n"
@@ -343,7 +364,7 @@ void iq_kernel_attention(iq_text_t *text, iq_kernel_set_t *set, int64_t heads, i
       "        }\n      }\n    }\n"
       "    memref.dealloc %%scores : memref<?xf32>\n"
       "    return\n  }\n",
-      q_type, cache_type, cache_type, q_type);
+      q_type, cache_type, exp_text, cache_type, q_type);
 }
 
 static void elementwise(iq_text_t *text, const char *name, int64_t width, const char *body) {

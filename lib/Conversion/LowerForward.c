@@ -24,10 +24,11 @@
 
 /* scf.parallel loops become OpenMP regions. The conversion wraps loop
  * bodies in memref.alloca_scope ops, which convert-scf-to-cf cannot lower
- * once they contain several blocks, so canonicalize inlines them first. */
+ * once they contain several blocks, so canonicalize inlines them first.
+ * The RMSNorm kernel sums in vector lanes (vector dialect). */
 const char iq_llvm_lowering_pipeline[] =
     "builtin.module(convert-scf-to-openmp,canonicalize,convert-scf-to-cf,"
-    "expand-strided-metadata,lower-affine,convert-math-to-llvm,convert-arith-to-llvm,"
+    "convert-vector-to-llvm,expand-strided-metadata,lower-affine,convert-math-to-llvm,convert-arith-to-llvm,"
     "convert-cf-to-llvm,finalize-memref-to-llvm,convert-openmp-to-llvm,convert-func-to-llvm,"
     "reconcile-unrealized-casts)";
 
@@ -577,7 +578,8 @@ static bool string_attribute_is_ref(MlirOperation op, const char *name, MlirStri
 
 /* What the int4 lowering needs of a linear marked by iq-pack-int4. */
 typedef struct int4_linear {
-  const weight_entry_t *packed; /* the u8 tensor of packed weights */
+  size_t packed; /* index in l->weights of the u8 tensor of packed weights (an index,
+                  * because loading a sibling's weights may move the array) */
   int64_t out, in, bits, group; /* group: 0 for a per-token input */
   double clip;
   bool hadamard;
@@ -641,7 +643,7 @@ static bool resolve_int4_linear(lowering_t *l, MlirOperation op, int4_linear_t *
   lowered_value_t *x = mlirValueIsNull(source) ? NULL : find_value(l, source);
   if (!x)
     return lower_fail(l, op, "the input of the int4 linear was not computed");
-  *info = (int4_linear_t){.packed = packed, .out = out, .in = in, .bits = bits, .group = group,
+  *info = (int4_linear_t){.packed = (size_t)(packed - l->weights), .out = out, .in = in, .bits = bits, .group = group,
                           .clip = clip, .hadamard = hadamard, .x = x};
   return true;
 }
@@ -697,8 +699,9 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
       char name[8];
       if (i < count) {
         lowered_value_t weights = {0};
-        snprintf(weights.name, sizeof weights.name, "%s", linears[i].packed->value);
-        snprintf(weights.type, sizeof weights.type, "%s", linears[i].packed->type);
+        const weight_entry_t *packed = &l->weights[linears[i].packed];
+        snprintf(weights.name, sizeof weights.name, "%s", packed->value);
+        snprintf(weights.type, sizeof weights.type, "%s", packed->type);
         lowered_value_t *y = linear_output(l, ops[i], logits, linears[i].out);
         if (!y)
           return false;
@@ -735,8 +738,8 @@ static bool lower_linear_int4(lowering_t *l, MlirOperation op, MlirValue logits)
   }
 
   lowered_value_t weights = {0};
-  snprintf(weights.name, sizeof weights.name, "%s", info.packed->value);
-  snprintf(weights.type, sizeof weights.type, "%s", info.packed->type);
+  snprintf(weights.name, sizeof weights.name, "%s", l->weights[info.packed].value);
+  snprintf(weights.type, sizeof weights.type, "%s", l->weights[info.packed].type);
   lowered_value_t *y = linear_output(l, op, logits, info.out);
   if (!y)
     return false;
