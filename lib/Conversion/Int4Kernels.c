@@ -440,7 +440,7 @@ static void emit_gemv(iq_text_t *t, const iq_int4_isa_t *isa, int rows) {
  * same on every instruction set, so every set gives the same bits. */
 static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
   iq_int4_isa_kind_t kind = isa->kind;
-  const char *narrow = narrow_type(kind), *wide = wide_type(kind);
+  const char *narrow = narrow_type(kind);
   iq_text_printf(t,
                  "  func.func @iqk_%s_gemv_heads(%%w: memref<?xi8>, %%w_zero: memref<?xi32>, "
                  "%%w_scale: memref<?xf32>, %%a: memref<?xi8>, %%a_scale: memref<?xf32>, "
@@ -530,7 +530,6 @@ static void emit_gemv_heads(iq_text_t *t, const iq_int4_isa_t *isa) {
                    r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r);
 
   iq_text_printf(t, "    }\n    return\n  }\n");
-  (void)wide;
 }
 
 /* ---- GEMM (M > 1) ------------------------------------------------------------

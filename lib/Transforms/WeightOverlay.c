@@ -77,21 +77,6 @@ bool iq_overlay_put(const char *name, iq_dtype_t dtype, uint32_t rank, const int
   return true;
 }
 
-bool iq_overlay_put_f32(const char *name, uint32_t rank, const int64_t *dims, const double *values,
-                        iq_error_t **error) {
-  uint64_t count = 1;
-  for (uint32_t i = 0; i < rank; ++i)
-    count *= (uint64_t)dims[i];
-  float *data = malloc(count * sizeof *data + 1);
-  if (!data)
-    return iq_error_set(error, NULL, name, NULL, "out of memory");
-  for (uint64_t i = 0; i < count; ++i)
-    data[i] = (float)values[i];
-  bool ok = iq_overlay_put(name, IQ_DTYPE_F32, rank, dims, data, count * sizeof *data, error);
-  free(data);
-  return ok;
-}
-
 /* The IEEE binary16 value nearest to `value`, ties to even (the current
  * rounding mode of nearbyint, which is the default one). */
 static uint16_t double_to_half(double value) {
@@ -116,19 +101,38 @@ static uint16_t double_to_half(double value) {
   return sign | (uint16_t)(biased << 10) | ((uint16_t)significand & 0x3ff);
 }
 
-bool iq_overlay_put_f16(const char *name, uint32_t rank, const int64_t *dims, const double *values,
-                        iq_error_t **error) {
+/* Adds the float32 or float16 tensor converted from `values`. */
+static bool put_converted(const char *name, iq_dtype_t dtype, uint32_t rank, const int64_t *dims,
+                          const double *values, iq_error_t **error) {
   uint64_t count = 1;
   for (uint32_t i = 0; i < rank; ++i)
     count *= (uint64_t)dims[i];
-  uint16_t *data = malloc(count * sizeof *data + 1);
+  size_t element = dtype == IQ_DTYPE_F16 ? sizeof(uint16_t) : sizeof(float);
+  uint8_t *data = malloc(count * element + 1);
   if (!data)
     return iq_error_set(error, NULL, name, NULL, "out of memory");
-  for (uint64_t i = 0; i < count; ++i)
-    data[i] = double_to_half(values[i]);
-  bool ok = iq_overlay_put(name, IQ_DTYPE_F16, rank, dims, data, count * sizeof *data, error);
+  for (uint64_t i = 0; i < count; ++i) {
+    if (dtype == IQ_DTYPE_F16) {
+      uint16_t half = double_to_half(values[i]);
+      memcpy(data + i * element, &half, element);
+    } else {
+      float single = (float)values[i];
+      memcpy(data + i * element, &single, element);
+    }
+  }
+  bool ok = iq_overlay_put(name, dtype, rank, dims, data, count * element, error);
   free(data);
   return ok;
+}
+
+bool iq_overlay_put_f32(const char *name, uint32_t rank, const int64_t *dims, const double *values,
+                        iq_error_t **error) {
+  return put_converted(name, IQ_DTYPE_F32, rank, dims, values, error);
+}
+
+bool iq_overlay_put_f16(const char *name, uint32_t rank, const int64_t *dims, const double *values,
+                        iq_error_t **error) {
+  return put_converted(name, IQ_DTYPE_F16, rank, dims, values, error);
 }
 
 bool iq_overlay_pending(void) { return num_tensors > 0; }

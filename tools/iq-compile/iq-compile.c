@@ -629,7 +629,7 @@ static bool fold_rotations(MlirContext context, MlirOperation root, const option
   if (!quote_path(rotations_path, quoted, sizeof quoted, error))
     return false;
   /* A quantized model keeps its residual converters in 16 bits, as
-   * InfoQuant does; the float model keeps float32 ones, so it computes the
+   * InfoQuant does. The float model keeps float32 ones, so it computes the
    * imported model's function to float32 rounding. */
   snprintf(pipeline, sizeof pipeline,
            "builtin.module(iq-rotate{method=infoquant block-diag=%zu rotations=%s "

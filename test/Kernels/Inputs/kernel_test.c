@@ -152,6 +152,7 @@ static void run_multi_case(const char *set, int64_t m, int threads) {
   fill_rows(FILL_RANDOM, m, k, a, za, sa);
   iqk_activations_t *activations = iqk_activations_create(m, k);
   bool ok = activations && iqk_activations_set_codes(activations, m, a, za, sa) == 0;
+
   iqk_weights_t *packed[COUNT] = {0};
   float *y[COUNT] = {0}, *expected[COUNT] = {0};
   for (int i = 0; i < COUNT; ++i) {
@@ -170,6 +171,7 @@ static void run_multi_case(const char *set, int64_t m, int threads) {
     free(zw);
     free(sw);
   }
+
   char detail[256] = "", name[64];
   snprintf(name, sizeof name, "multi_m%lld", (long long)m);
   if (ok && iqk_matmul_multi(COUNT, (const iqk_weights_t *const *)packed, activations, y) != 0)
@@ -184,6 +186,7 @@ static void run_multi_case(const char *set, int64_t m, int threads) {
         ok = false;
       }
   report(set, name, threads, ok, detail);
+
   for (int i = 0; i < COUNT; ++i) {
     iqk_weights_free(packed[i]);
     free(y[i]);
@@ -305,16 +308,37 @@ static uint32_t fnv1a(const void *data, size_t size) {
   return hash;
 }
 
+/* Prints the hash of the first result as "LABEL hash H" and compares
+ * later results with it; false, with the reason in `detail`, when one
+ * differs. */
+static bool same_hash(const char *label, const void *result, size_t size, uint32_t *first_hash,
+                      char *detail, size_t detail_size) {
+  uint32_t hash = fnv1a(result, size);
+  if (*first_hash == 0) {
+    *first_hash = hash;
+    printf("%s hash %08x\n", label, hash);
+    return true;
+  }
+  if (hash != *first_hash) {
+    snprintf(detail, detail_size, "hash %08x differs from the first set's %08x", hash,
+             *first_hash);
+    return false;
+  }
+  return true;
+}
+
 static void run_grouped_case(const char *set, grouped_case_t *c, int64_t m, int threads) {
   int64_t n = c->n, k = c->group * c->groups;
   float *y = malloc((size_t)(m * n) * sizeof(float));
   iq_int4_linear_grouped(c->packed, n, k, c->group, c->x, m, y, 1.0f);
   const char *error = iq_int4_take_error();
+
   char detail[256] = "", name[64];
   snprintf(name, sizeof name, "grouped_g%lld_m%lld", (long long)c->group, (long long)m);
   bool ok = error == NULL;
   if (!ok)
     snprintf(detail, sizeof detail, "%s", error);
+
   float largest = 0.0f;
   for (int64_t i = 0; i < m * n; ++i)
     largest = fmaxf(largest, fabsf(c->expected[i]));
@@ -325,15 +349,9 @@ static void run_grouped_case(const char *set, grouped_case_t *c, int64_t m, int 
       ok = false;
     }
   if (ok && m == 1) {
-    uint32_t hash = fnv1a(y, (size_t)n * sizeof(float));
-    if (c->first_hash == 0) {
-      c->first_hash = hash;
-      printf("grouped_g%lld hash %08x\n", (long long)c->group, hash);
-    } else if (hash != c->first_hash) {
-      snprintf(detail, sizeof detail, "hash %08x differs from the first set's %08x", hash,
-               c->first_hash);
-      ok = false;
-    }
+    char label[64];
+    snprintf(label, sizeof label, "grouped_g%lld", (long long)c->group);
+    ok = same_hash(label, y, (size_t)n * sizeof(float), &c->first_hash, detail, sizeof detail);
   }
   report(set, name, threads, ok, detail);
   free(y);
@@ -388,12 +406,14 @@ static void run_half_case(const char *set, half_case_t *c, int threads) {
   float *y = malloc((size_t)count * sizeof(float));
   iq_f16_linear_blocks(c->weights, c->n, c->blocks, c->x, c->m, y);
   const char *error = iq_int4_take_error();
+
   char detail[256] = "", name[64];
   snprintf(name, sizeof name, "f16_blocks_n%lld_b%lld_m%lld", (long long)c->n,
            (long long)c->blocks, (long long)c->m);
   bool ok = error == NULL;
   if (!ok)
     snprintf(detail, sizeof detail, "%s", error);
+
   float largest = 0.0f;
   for (int64_t i = 0; i < count; ++i)
     largest = fmaxf(largest, fabsf(c->expected[i]));
@@ -403,17 +423,8 @@ static void run_half_case(const char *set, half_case_t *c, int threads) {
                (long long)(i / c->n), (long long)(i % c->n), y[i], c->expected[i]);
       ok = false;
     }
-  if (ok) {
-    uint32_t hash = fnv1a(y, (size_t)count * sizeof(float));
-    if (c->first_hash == 0) {
-      c->first_hash = hash;
-      printf("%s hash %08x\n", name, hash);
-    } else if (hash != c->first_hash) {
-      snprintf(detail, sizeof detail, "hash %08x differs from the first set's %08x", hash,
-               c->first_hash);
-      ok = false;
-    }
-  }
+  if (ok)
+    ok = same_hash(name, y, (size_t)count * sizeof(float), &c->first_hash, detail, sizeof detail);
   report(set, name, threads, ok, detail);
   free(y);
 }
